@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AsmConsoleConfig(AppConfig):
+    name = "asm_console"
+    verbose_name = "ASM Console"

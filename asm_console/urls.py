@@ -1,0 +1,64 @@
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from accounts import api as accounts_api
+from accounts.models import APIKeyScope, Role
+from accounts.permissions import role_required
+from asm_console.api import ApiView
+from asm_console.health import healthz
+from services import api as services_api
+
+
+class SchemaApi(ApiView, SpectacularAPIView):
+    read_role = Role.VIEWER
+    read_scope = APIKeyScope.READ
+
+
+class DocsView(SpectacularSwaggerSplitView):
+    read_role = Role.VIEWER
+
+
+api_v1 = [
+    path("me", accounts_api.MeApi.as_view(), name="me"),
+    path("api-keys", accounts_api.APIKeyListApi.as_view(), name="api_keys"),
+    path("api-keys/<int:pk>/revoke", accounts_api.APIKeyRevokeApi.as_view(), name="api_key_revoke"),
+    path("services", services_api.ServiceListApi.as_view(), name="services"),
+    path("services/<int:pk>", services_api.ServiceDetailApi.as_view(), name="service"),
+]
+
+urlpatterns = [
+    path("", role_required(Role.VIEWER)(RedirectView.as_view(pattern_name="services:catalog"))),
+    path("healthz", healthz, name="healthz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    # Signing out must work whatever the account's state.
+    path("accounts/logout/", login_not_required(auth_views.LogoutView.as_view()), name="logout"),
+    path(
+        "accounts/password_change/",
+        role_required(Role.VIEWER)(auth_views.PasswordChangeView.as_view()),
+        name="password_change",
+    ),
+    path(
+        "accounts/password_change/done/",
+        role_required(Role.VIEWER)(auth_views.PasswordChangeDoneView.as_view()),
+        name="password_change_done",
+    ),
+    path("services/", include("services.urls")),
+    path("suspicious-requests/", include("traces.urls")),
+    path("signals/", include("signals.urls")),
+    path("notifications/", include("notifications.urls")),
+    path("settings/", include("accounts.urls")),
+    path("api/v1/", include((api_v1, "api"))),
+    path("api/schema/", SchemaApi.as_view(), name="api_schema"),
+    path(
+        "api/docs/",
+        role_required(Role.VIEWER)(DocsView.as_view(url_name="api_schema")),
+        name="api_docs",
+    ),
+]
