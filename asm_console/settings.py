@@ -205,7 +205,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # WhiteNoise serves straight from the app folders, so the embedded default needs no
 # collectstatic step; the Docker image collects them anyway for compression.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
