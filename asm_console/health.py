@@ -30,6 +30,10 @@ def broker_ok() -> bool:
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+            # kombu opens Redis connections lazily: ask the server itself.
+            client = getattr(conn.default_channel, "client", None)
+            if client is not None and hasattr(client, "ping"):
+                client.ping()
     except Exception:
         # Any failure to reach the broker means the same thing here: tasks cannot be queued.
         logger.warning("health check: broker unreachable", exc_info=True)

@@ -1,7 +1,8 @@
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as accounts_api
@@ -13,12 +14,19 @@ from services import api as services_api
 
 
 class SchemaApi(ApiView, SpectacularAPIView):
+    # JSON first, so that errors come in the API's JSON error shape.
+    renderer_classes = [OpenApiJsonRenderer, OpenApiYamlRenderer]
     read_role = Role.VIEWER
     read_scope = APIKeyScope.READ
 
 
 class DocsView(SpectacularSwaggerSplitView):
     read_role = Role.VIEWER
+
+
+# The docs are a page for people: unlike the JSON API, which DRF exempts from the login
+# redirect, a signed-out visitor is sent to the login form.
+api_docs = login_required(role_required(Role.VIEWER)(DocsView.as_view(url_name="api_schema")))
 
 
 api_v1 = [
@@ -58,7 +66,7 @@ urlpatterns = [
     path("api/schema/", SchemaApi.as_view(), name="api_schema"),
     path(
         "api/docs/",
-        role_required(Role.VIEWER)(DocsView.as_view(url_name="api_schema")),
+        api_docs,
         name="api_docs",
     ),
 ]

@@ -10,19 +10,25 @@ from accounts.services import api_key_create
 from tests.factories import UserFactory
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # PBKDF2 at production strength costs ~0.3 s per hash; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_user(db: None) -> User:
-    return UserFactory(username="ada", role=Role.ADMIN)
+    return UserFactory.create(username="ada", role=Role.ADMIN)
 
 
 @pytest.fixture
 def member_user(db: None) -> User:
-    return UserFactory(username="mel", role=Role.MEMBER)
+    return UserFactory.create(username="mel", role=Role.MEMBER)
 
 
 @pytest.fixture
 def viewer_user(db: None) -> User:
-    return UserFactory(username="vic", role=Role.VIEWER)
+    return UserFactory.create(username="vic", role=Role.VIEWER)
 
 
 @pytest.fixture
@@ -46,3 +52,17 @@ def make_api_key(db: None) -> Callable[..., str]:
         return raw_key
 
     return make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    from asm_console.celery import app
+
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        # The embedded broker's queue lives in ASM_DATA_DIR, which a running `manage.py serve`
+        # shares: tests use an in-process queue instead, so that they never feed that worker.
+        app.conf.update(
+            dict.fromkeys(("broker_url", "broker_read_url", "broker_write_url"), "memory://")
+        )
+        app.conf.broker_transport_options = {}

@@ -9,10 +9,12 @@ in ASM_DATA_DIR; with DATABASE_URL and CELERY_BROKER_URL set they use those inst
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from typing import Any
 
 from celery.beat import EmbeddedService
+from celery.signals import worker_ready
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
@@ -23,6 +25,12 @@ from asm_console.celery import app as celery_app
 from asm_console.wsgi import application
 
 logger = logging.getLogger(__name__)
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _release_stop_signals(**kwargs: Any) -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 class Command(BaseCommand):
@@ -62,13 +70,25 @@ class Command(BaseCommand):
                 )
             )
 
+        # Ctrl-C or SIGTERM while the worker is still starting interrupts Celery half-way and
+        # hangs its shutdown. Hold both signals until the worker is ready: its own handlers
+        # then receive any that arrived meanwhile and stop it warmly. Threads started below
+        # inherit the mask, so the signals can only reach the main thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        worker_ready.connect(_release_stop_signals, weak=False)
+
         server = create_server(
             application, host=host, port=port, threads=threads, ident="asm-console"
         )
         web = threading.Thread(target=server.run, name="web", daemon=True)
         web.start()
+        # Beat sleeps between ticks without listening for a stop; a short maximum interval
+        # bounds how long shutdown waits for it to save the schedule.
         beat = EmbeddedService(
-            celery_app, thread=True, schedule_filename=settings.CELERY_BEAT_SCHEDULE_FILENAME
+            celery_app,
+            thread=True,
+            max_interval=2,
+            schedule_filename=settings.CELERY_BEAT_SCHEDULE_FILENAME,
         )
         beat.start()  # type: ignore[union-attr]  # thread=True makes it a thread
         bound_port = getattr(server, "effective_port", port)
