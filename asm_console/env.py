@@ -88,8 +88,12 @@ class Env:
     def networks(
         self, name: str, default: list[str]
     ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Comma-separated addresses and CIDR networks; `none` for the empty list."""
+        items = self.items(name, default)
+        if [item.lower() for item in items] == ["none"]:
+            return []
         networks = []
-        for item in self.items(name, default):
+        for item in items:
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:

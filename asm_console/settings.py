@@ -10,6 +10,7 @@ Two shapes of deployment share this one module:
 
 from __future__ import annotations
 
+import re
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -164,6 +165,31 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = (
 )
 ASM_AUTH_LOG_RETENTION_DAYS = env.integer("ASM_AUTH_LOG_RETENTION_DAYS", 90, minimum=1)
 
+# --- Trace intake ---------------------------------------------------------------------------
+
+# Agent-protocol requests (what tracers send) carry no credentials: they are accepted from
+# these networks, or from anywhere with an intake API key in DD-API-KEY.
+ASM_AGENT_TRUSTED_NETWORKS = env.networks(
+    "ASM_AGENT_TRUSTED_NETWORKS",
+    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
+# The Datadog agent's own limit on a request body, compressed or not.
+ASM_INTAKE_MAX_BODY_BYTES = (
+    env.integer("ASM_INTAKE_MAX_BODY_MB", 25, minimum=1, maximum=1024) * 2**20
+)
+# The request header that carries the address of the monitored services' clients, when the
+# proxy in front of them sets one: the console's twin of the tracers' DD_TRACE_CLIENT_IP_HEADER.
+# Unset, spans without the tracer's own `http.client_ip` are resolved from the usual proxy
+# headers in the tracers' order.
+ASM_CLIENT_IP_HEADER = (env.string("ASM_CLIENT_IP_HEADER") or "").lower() or None
+if ASM_CLIENT_IP_HEADER and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", ASM_CLIENT_IP_HEADER):
+    raise SettingError(
+        "ASM_CLIENT_IP_HEADER",
+        f"expected a header name such as x-real-ip, got {ASM_CLIENT_IP_HEADER!r}",
+    )
+ASM_SPAN_RETENTION_DAYS = env.integer("ASM_SPAN_RETENTION_DAYS", 15, minimum=1)
+ASM_EVENT_RETENTION_DAYS = env.integer("ASM_EVENT_RETENTION_DAYS", 90, minimum=1)
+
 # --- HTTP hardening -------------------------------------------------------------------------
 
 ASM_HTTPS = env.boolean("ASM_HTTPS", not EMBEDDED and not DEBUG)
@@ -177,6 +203,9 @@ if ASM_HTTPS:
     SECURE_HSTS_SECONDS = env.integer("ASM_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("ASM_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env.boolean("ASM_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a deliberate, hard-to-undo opt-in (ASM_HSTS_PRELOAD), not an omission.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 if env.boolean("ASM_TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -267,6 +296,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "prune-auth-records": {
         "task": "accounts.tasks.prune_auth_records",
+        "schedule": timedelta(hours=1),
+    },
+    "sweep-intake": {"task": "traces.tasks.sweep_intake", "schedule": timedelta(seconds=15)},
+    "purge-expired-traces": {
+        "task": "traces.tasks.purge_expired",
         "schedule": timedelta(hours=1),
     },
 }

@@ -11,6 +11,7 @@ from accounts.permissions import role_required
 from asm_console.api import ApiView
 from asm_console.health import healthz
 from services import api as services_api
+from traces import api as traces_api
 
 
 class SchemaApi(ApiView, SpectacularAPIView):
@@ -35,11 +36,15 @@ api_v1 = [
     path("api-keys/<int:pk>/revoke", accounts_api.APIKeyRevokeApi.as_view(), name="api_key_revoke"),
     path("services", services_api.ServiceListApi.as_view(), name="services"),
     path("services/<int:pk>", services_api.ServiceDetailApi.as_view(), name="service"),
+    path("traces", traces_api.TraceIntakeApi.as_view(), name="traces"),
+    path("traces/<str:trace_id>", traces_api.TraceDetailApi.as_view(), name="trace"),
+    path("security-events", traces_api.SecurityEventListApi.as_view(), name="security_events"),
 ]
 
 urlpatterns = [
     path("", role_required(Role.VIEWER)(RedirectView.as_view(pattern_name="services:catalog"))),
     path("healthz", healthz, name="healthz"),
+    path("", include("traces.urls_agent")),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),

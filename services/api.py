@@ -14,6 +14,8 @@ from services.models import Service
 
 
 class ServiceOutputSerializer(serializers.ModelSerializer):
+    suspicious_requests = serializers.IntegerField(read_only=True, required=False)
+
     class Meta:
         model = Service
         fields = [
@@ -28,6 +30,7 @@ class ServiceOutputSerializer(serializers.ModelSerializer):
             "last_seen",
             "team",
             "contact",
+            "suspicious_requests",
         ]
 
 
@@ -36,14 +39,29 @@ class ServiceListApi(ApiView):
     read_scope = APIKeyScope.READ
 
     @extend_schema(
-        parameters=[OpenApiParameter("env", str, description="only services in this env")],
+        parameters=[
+            OpenApiParameter("env", str, description="only services in this env"),
+            OpenApiParameter(
+                "window",
+                str,
+                enum=list(selectors.WINDOWS),
+                description="the window suspicious_requests counts (default 24h)",
+            ),
+        ],
         responses=ServiceOutputSerializer(many=True),
         summary="List services",
     )
     def get(self, request: Request) -> Response:
+        window = request.query_params.get("window") or selectors.DEFAULT_WINDOW
+        if window not in selectors.WINDOWS:
+            raise serializers.ValidationError(
+                {"window": f"Expected one of {', '.join(selectors.WINDOWS)}."}
+            )
         paginator = Pagination()
         page = paginator.paginate_queryset(
-            selectors.service_list(env=request.query_params.get("env") or None), request, self
+            selectors.service_list(env=request.query_params.get("env") or None, window=window),
+            request,
+            self,
         )
         return paginator.get_paginated_response(ServiceOutputSerializer(page, many=True).data)
 
@@ -60,7 +78,9 @@ class ServiceDetailApi(ApiView):
 
     @extend_schema(responses=ServiceOutputSerializer, summary="One service")
     def get(self, request: Request, pk: int) -> Response:
-        return Response(ServiceOutputSerializer(get_object_or_404(Service, pk=pk)).data)
+        return Response(
+            ServiceOutputSerializer(get_object_or_404(selectors.service_list(), pk=pk)).data
+        )
 
     @extend_schema(
         request=InputSerializer, responses=ServiceOutputSerializer, summary="Set ownership"

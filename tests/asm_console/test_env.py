@@ -92,6 +92,7 @@ def test_good_values_parse() -> None:
     assert env.items("HOSTS", []) == ["a.example.com", "b.example.com"]
     assert env.email("FROM", "") == "ASM Console <asm@example.com>"
     assert [str(n) for n in env.networks("NETS", [])] == ["127.0.0.0/8", "10.1.2.3/32"]
+    assert Env({"NETS": "none"}).networks("NETS", ["10.0.0.0/8"]) == []
 
 
 def test_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
