@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ def _run() -> None:
         try:
             batch_enqueue(batch_id)
         finally:
-            close_old_connections()
+            if _queue.empty():
+                # Idle: give the database connection back rather than hold it open.
+                connection.close()
 
 
 def batch_dispatch(batch_id: int) -> None:
