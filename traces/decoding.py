@@ -8,6 +8,7 @@ See PROTOCOL.md of the ddtrace captures for what real tracers send.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +73,42 @@ def _int(value: Any, where: str) -> int:
     return value
 
 
+def clean_text(text: str) -> str:
+    """Text PostgreSQL can store: no NUL characters, no lone surrogates (JSON allows both)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def clean_document(value: Any, depth: int = 0) -> Any:
+    """A decoded document (meta_struct, appsec) with every string cleaned; bytes as hex.
+
+    Nesting deeper than tracers produce is cut off rather than walked without bound.
+    """
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth > 32:
+        return None
+    if isinstance(value, Mapping):
+        return {clean_text(str(k)): clean_document(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_document(item, depth + 1) for item in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    return value
+
+
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise PayloadError(f"{where}: expected a string")
-    return value
+    return clean_text(value)
 
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
@@ -86,7 +119,7 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise PayloadError(f"{where}[{key!r}]: expected a string")
-    return dict(value)
+    return {clean_text(key): clean_text(item) for key, item in value.items()}
 
 
 def _float_map(value: Any, where: str) -> dict[str, float]:
@@ -100,7 +133,12 @@ def _float_map(value: Any, where: str) -> dict[str, float]:
             raise PayloadError(f"{where}: keys must be strings")
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise PayloadError(f"{where}[{key!r}]: expected a number")
-        metrics[key] = float(item)
+        try:
+            number = float(item)
+        except OverflowError:
+            raise PayloadError(f"{where}[{key!r}]: number out of range") from None
+        if math.isfinite(number):  # JSON, and so the database, has no NaN or infinity
+            metrics[clean_text(key)] = number
     return metrics
 
 
@@ -191,12 +229,14 @@ def _meta_struct_msgpack(value: Any, where: str) -> dict[str, Any]:
             raise PayloadError(f"{where}: keys must be strings")
         if isinstance(item, (bytes, bytearray)):
             try:
-                decoded[key] = msgpack.unpackb(item, raw=False, strict_map_key=False)
+                decoded[key] = clean_document(
+                    msgpack.unpackb(item, raw=False, strict_map_key=False)
+                )
             except (ValueError, TypeError, msgpack.UnpackException):
                 raise PayloadError(f"{where}[{key!r}]: not a valid msgpack document") from None
         else:
             # Some tracers put the document itself rather than a bin around it.
-            decoded[key] = item
+            decoded[key] = clean_document(item)
     return decoded
 
 
@@ -313,7 +353,7 @@ def decode_json(document: Any) -> list[list[SpanData]]:
                     raise PayloadError(
                         f"{where}.appsec: expected an object with a `triggers` array"
                     )
-                meta_struct["appsec"] = dict(appsec)
+                meta_struct["appsec"] = clean_document(appsec)
             spans.append(
                 _span(
                     service=span["service"],

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DataError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -243,7 +243,7 @@ def batch_process(*, batch_id: int) -> bool:
                 processed_at=timezone.now(),
                 attempts=batch.attempts + 1,
             )
-    except (PayloadError, ValueError) as exc:
+    except (PayloadError, ValueError, DataError) as exc:
         # The intake validated this body, so this is a bug or a decoder change: keep the batch
         # for a look rather than retrying it forever.
         logger.exception("intake batch %s cannot be processed", batch_id)
