@@ -26,13 +26,16 @@ def batch_enqueue(batch_id: int) -> bool:
     from traces.models import IntakeBatch
     from traces.tasks import process_batch
 
+    # Marked before publishing: a worker may claim the batch the moment the task is out, and
+    # must not find this update holding the row.
+    IntakeBatch.objects.filter(pk=batch_id).update(enqueued_at=timezone.now())
     try:
         process_batch.apply_async(args=(batch_id,), retry=False)
     except Exception:
         # Whatever the transport raises, the batch is safe in the database: the sweep retries.
         logger.warning("could not enqueue intake batch %s; the sweep will", batch_id, exc_info=True)
+        IntakeBatch.objects.filter(pk=batch_id).update(enqueued_at=None)
         return False
-    IntakeBatch.objects.filter(pk=batch_id).update(enqueued_at=timezone.now())
     return True
 
 

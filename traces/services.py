@@ -219,19 +219,22 @@ def _user_events(span: SpanData, entry: _Entry) -> Iterable[BusinessLogicEvent]:
 
 
 def batch_process(*, batch_id: int) -> bool:
-    """Process one pending batch; False when it was already done or another worker has it.
+    """Process one pending batch; False when it was already done.
 
-    The claim (a row lock, skipped by others) and every write share one transaction, so a
-    worker that dies half-way leaves nothing behind but the batch, still pending.
+    The claim (a row lock) and every write share one transaction, so a worker that dies
+    half-way leaves nothing behind but the batch, still pending. A second worker given the same
+    batch waits for the lock, then finds it done. (Skipping locked rows instead would also skip
+    a batch that anything else happens to be updating, and lose it until the next sweep.)
     """
     try:
         with transaction.atomic():
             batch = (
-                IntakeBatch.objects.select_for_update(skip_locked=True)
+                IntakeBatch.objects.select_for_update()
                 .filter(pk=batch_id, state=IntakeBatch.State.PENDING)
                 .first()
             )
             if batch is None:
+                logger.info("intake batch %s is not pending; nothing to do", batch_id)
                 return False
             body = bytes(batch.body)
             if batch.kind == IntakeBatch.Kind.TELEMETRY:

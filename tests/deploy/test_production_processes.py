@@ -7,211 +7,69 @@ plain HTTP allowed, as no TLS proxy is in front).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-import redis
-from psycopg import sql
 
-from tests.deploy.test_compose import (
-    REPO_ROOT,
-    healthcheck_test,
-    service,
-    service_command,
-    subprocess_environ,
+from tests.deploy.test_compose import healthcheck_test, service, service_command
+from tests.processes import (
+    BIN_DIR,
+    POSTGRES_SERVER,
+    STARTUP_TIMEOUT,
+    Process,
+    flushed_redis,
+    free_port,
+    fresh_database,
+    postgres_problem,
+    production_environ,
+    redis_problem,
+    resolve,
+    run,
+    wait_for_healthz,
+    with_option,
 )
 
 pytestmark = pytest.mark.integration
 
-BIN_DIR = Path(sys.executable).parent
-POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432"
 # This test empties Redis database 9 before and after it runs; nothing else may use it.
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 9
-STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
-
-
-def resolve(argv: list[str]) -> list[str]:
-    """Run the compose command's program from this virtualenv, as the image runs its own."""
-    program = sys.executable if argv[0] == "python" else str(BIN_DIR / argv[0])
-    assert Path(program).exists(), f"{argv[0]} is not installed in {BIN_DIR}"
-    return [program, *argv[1:]]
-
-
-def with_option(argv: list[str], option: str, value: str) -> list[str]:
-    """argv with the value of `option` (`--opt value` or `--opt=value`) replaced."""
-    for index, argument in enumerate(argv):
-        if argument == option:
-            return [*argv[: index + 1], value, *argv[index + 2 :]]
-        if argument.startswith(f"{option}="):
-            return [*argv[:index], f"{option}={value}", *argv[index + 1 :]]
-    raise AssertionError(f"{option} not in {argv}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def postgres_admin() -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3, autocommit=True)
-
-
-@dataclass
-class Process:
-    """A long-running subprocess in its own process group, its output kept in files."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_dir: Path
-    popen: subprocess.Popen[bytes] = field(init=False)
-
-    def __post_init__(self) -> None:
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.log_dir / f"{self.name}.out"
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.log_dir / f"{self.name}.err"
-
-    def output(self) -> str:
-        return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(
-            errors="replace"
-        )
-
-    def describe(self) -> str:
-        return f"--- {self.name}: {' '.join(self.argv)}\n{self.output()[-4000:]}"
-
-    def assert_running(self) -> None:
-        assert self.popen.poll() is None, f"{self.name} exited early\n{self.describe()}"
-
-    def stop(self) -> int | None:
-        """SIGTERM, as `docker compose stop` sends; SIGKILL the group if it does not exit."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.popen.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = None
-        # Whatever is left of the group (a pool child, a gunicorn worker) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        if code is None:
-            self.popen.wait(timeout=STOP_TIMEOUT)
-        return code
+REDIS_DB = 9
 
 
 @pytest.fixture
 def database_name() -> Iterator[str]:
-    try:
-        admin = postgres_admin()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_SERVER}: {exc}")
-    name = f"asm_prod_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    with fresh_database(prefix="asm_prod") as name:
         yield name
-    finally:
-        with postgres_admin() as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    client = redis.Redis(
-        host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=3, socket_timeout=5
-    )
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
-    client.flushdb()
-    try:
-        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
-    finally:
-        client.flushdb()
-        client.close()
+    problem = redis_problem(REDIS_DB)
+    if problem:
+        pytest.skip(problem)
+    with flushed_redis(REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
 def production_env(broker_url: str, database_name: str, tmp_path: Path) -> dict[str, str]:
     """The environment compose gives the app containers, pointed at this machine."""
-    runtime_dir = tmp_path / "run"
-    runtime_dir.mkdir()
-    env = subprocess_environ(
-        {
-            "DATABASE_URL": f"{POSTGRES_SERVER}/{database_name}",
-            "CELERY_BROKER_URL": broker_url,
-            "SECRET_KEY": secrets.token_urlsafe(48),  # 64 characters
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "ASM_HTTPS": "false",
-            "ASM_DATA_DIR": str(tmp_path / "data"),
-            # As in the image: the code comes from the source tree whatever the working directory.
-            "PYTHONPATH": str(REPO_ROOT),
-            "PYTHONUNBUFFERED": "1",
-            # gunicorn's control socket goes here, not into a home directory shared with others.
-            "XDG_RUNTIME_DIR": str(runtime_dir),
-        }
+    env = production_environ(
+        database_url=f"{POSTGRES_SERVER}/{database_name}", broker_url=broker_url, tmp_path=tmp_path
     )
     # Everything compose sets explicitly is overridden here with a local equivalent.
     assert set(service("web")["environment"]) <= set(env)
     return env
-
-
-def run(
-    argv: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def wait_for_healthz(url: str, web: Process) -> tuple[int, dict[str, Any]]:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    last_error = ""
-    while time.monotonic() < deadline:
-        web.assert_running()
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            last_error = f"{exc.code} {exc.read()[:500]!r}"
-        except OSError as exc:
-            last_error = repr(exc)
-        time.sleep(0.3)
-    raise AssertionError(f"{url} never answered 200: {last_error}\n{web.describe()}")
 
 
 def run_shell_healthcheck(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
