@@ -189,7 +189,9 @@ if ASM_CLIENT_IP_HEADER and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", ASM_CLIENT_
     )
 # Time the console's detection may spend on one request; past it, the remaining rules are
 # skipped for that request and the overrun is counted.
-ASM_DETECTION_BUDGET_US = env.integer("ASM_DETECTION_BUDGET_MS", 20, minimum=1, maximum=10_000) * 1000
+ASM_DETECTION_BUDGET_US = (
+    env.integer("ASM_DETECTION_BUDGET_MS", 20, minimum=1, maximum=10_000) * 1000
+)
 ASM_SPAN_RETENTION_DAYS = env.integer("ASM_SPAN_RETENTION_DAYS", 15, minimum=1)
 ASM_EVENT_RETENTION_DAYS = env.integer("ASM_EVENT_RETENTION_DAYS", 90, minimum=1)
 

@@ -11,6 +11,7 @@ from accounts.permissions import role_required
 from asm_console.api import ApiView
 from asm_console.health import healthz
 from services import api as services_api
+from signals import api as signals_api
 from traces import api as traces_api
 
 
@@ -39,6 +40,17 @@ api_v1 = [
     path("traces", traces_api.TraceIntakeApi.as_view(), name="traces"),
     path("traces/<str:trace_id>", traces_api.TraceDetailApi.as_view(), name="trace"),
     path("security-events", traces_api.SecurityEventListApi.as_view(), name="security_events"),
+    path("detection-rules", signals_api.DetectionRuleListApi.as_view(), name="detection_rules"),
+    path(
+        "detection-rules/import",
+        signals_api.DetectionRuleImportApi.as_view(),
+        name="detection_rules_import",
+    ),
+    path(
+        "detection-rules/<str:rule_id>",
+        signals_api.DetectionRuleDetailApi.as_view(),
+        name="detection_rule",
+    ),
 ]
 
 urlpatterns = [

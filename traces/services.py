@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import DataError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from services.models import Service
 from services.telemetry import telemetry_process
+from signals.detection.loader import current_engine
+from signals.detection.request import addresses, request_from_meta
+from signals.models import DetectionStats
 from traces import appsec
 from traces.decoding import PayloadError, SpanData, decode_json, decode_v04, decode_v05, parse_json
 from traces.models import BusinessLogicEvent, IntakeBatch, SecurityEvent, Span
@@ -129,6 +132,7 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
     span_rows: list[Span] = []
     event_rows: list[SecurityEvent] = []
     user_event_rows: list[BusinessLogicEvent] = []
+    detection = _Detection()
     for chunk in chunks:
         entries = _entries_by_span(chunk, services, trusted_ip_header)
         for span in chunk:
@@ -156,7 +160,15 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
             )
             if entry is None:
                 continue
-            event_rows.extend(_security_events(span, entry))
+            event_rows.extend(
+                _security_events(span, entry, appsec.triggers(span), SecurityEvent.Source.TRACER)
+            )
+            if is_entry:
+                event_rows.extend(
+                    _security_events(
+                        span, entry, detection.run(span, entry), SecurityEvent.Source.CONSOLE
+                    )
+                )
             user_event_rows.extend(_user_events(span, entry))
 
     Span.objects.bulk_create(span_rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
@@ -166,17 +178,67 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
     BusinessLogicEvent.objects.bulk_create(
         user_event_rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE
     )
+    detection.save()
 
 
-def _security_events(span: SpanData, entry: _Entry) -> Iterable[SecurityEvent]:
+class _Detection:
+    """The console's own rules over each request, and the day's counters."""
+
+    def __init__(self) -> None:
+        self.engine = current_engine()
+        self.requests = self.matches = self.overruns = 0
+        self.total_us = 0.0
+
+    def run(self, span: SpanData, entry: _Entry) -> list[appsec.TriggerData]:
+        request = request_from_meta(span.meta, client_ip=entry.context.client_ip.ip)
+        result = self.engine.run(addresses(request))
+        self.requests += 1
+        self.matches += len(result.matches)
+        self.overruns += result.timed_out
+        self.total_us += result.duration_us
+        return [
+            appsec.TriggerData(
+                rule_id=match.rule.id,
+                rule_name=match.rule.name[:300],
+                rule_type=match.rule.type[:64],
+                rule_category=match.rule.category[:64],
+                rule_module="console",
+                rule_tags=dict(match.rule.tags),
+                on_match=list(match.rule.on_match),
+                rule_matches=match.as_trigger()["rule_matches"],
+                security_response_id="",
+                stack_trace=None,
+            )
+            for match in result.matches
+        ]
+
+    def save(self) -> None:
+        if not self.requests:
+            return
+        day = timezone.now().date()
+        DetectionStats.objects.get_or_create(day=day)
+        DetectionStats.objects.filter(day=day).update(
+            requests=F("requests") + self.requests,
+            matches=F("matches") + self.matches,
+            budget_overruns=F("budget_overruns") + self.overruns,
+            total_us=F("total_us") + int(self.total_us),
+        )
+
+
+def _security_events(
+    span: SpanData,
+    entry: _Entry,
+    triggers: Iterable[appsec.TriggerData],
+    source: SecurityEvent.Source,
+) -> Iterable[SecurityEvent]:
     context = entry.context
-    for trigger in appsec.triggers(span):
+    for trigger in triggers:
         yield SecurityEvent(
             trace_id=span.trace_id,
             span_id=span.span_id,
             service=entry.service,
             env=entry.service.env,
-            source=SecurityEvent.Source.TRACER,
+            source=source,
             rule_id=trigger.rule_id,
             rule_name=trigger.rule_name,
             rule_type=trigger.rule_type,

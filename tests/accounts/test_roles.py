@@ -16,6 +16,7 @@ READ_PAGES = [
     "/services/vulnerabilities/",
     "/suspicious-requests/",
     "/signals/",
+    "/signals/rules/",
     "/notifications/",
     "/settings/",
     "/accounts/password_change/",
