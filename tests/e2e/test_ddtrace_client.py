@@ -263,7 +263,8 @@ class Console:
 
     def snapshot(self) -> Snapshot:
         services = self.get("/api/v1/services?window=24h&limit=500")
-        events = self.get(f"/api/v1/security-events?service={SERVICE}&limit=500")
+        # The tracer's own findings; the console's detection is checked on its own below.
+        events = self.get(f"/api/v1/security-events?service={SERVICE}&source=tracer&limit=500")
         assert services["next"] is None, "more than one page of services"
         assert events["next"] is None, "more than one page of events"
         # The test owns this database, so it may look at what the API does not show.
@@ -465,6 +466,18 @@ def test_ddtrace_reports_normal_traffic_and_attacks_to_the_console(
         seen_from = {(e["rule_type"], e["client_ip"]) for e in sqli_events + xss_events}
         assert seen_from == sent_from, snapshot.describe()
         assert {e["client_ip_source"] for e in sqli_events + xss_events} == {"http.client_ip"}
+
+        # The console's own rules flag the same SQL injection and XSS requests, and nothing
+        # in the normal traffic.
+        console_events = console.get(
+            f"/api/v1/security-events?service={SERVICE}&source=console&limit=500"
+        )["results"]
+        flagged = {(e["rule_type"], e["trace_id"], e["span_id"]) for e in console_events}
+        for tracer_event in sqli_events + xss_events:
+            key = (tracer_event["rule_type"], tracer_event["trace_id"], tracer_event["span_id"])
+            assert key in flagged, console_events
+        attacked = {(e["trace_id"], e["span_id"]) for e in events}
+        assert {(e["trace_id"], e["span_id"]) for e in console_events} <= attacked, console_events
 
         # A trace of an attack: its spans, with the request's flask.request entry span.
         event = sqli_events[0]
