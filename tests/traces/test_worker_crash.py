@@ -186,4 +186,9 @@ def test_killed_worker_loses_no_acknowledged_span(client: Client, tmp_path: Path
     assert IntakeBatch.objects.filter(state=IntakeBatch.State.DONE).count() == 2
     assert set(Span.objects.values_list("trace_id", "span_id")) == big_ids | small_ids
     assert Span.objects.count() == len(big_ids | small_ids)
-    assert SecurityEvent.objects.count() == big_events + small_events
+    tracer_events = SecurityEvent.objects.filter(source=SecurityEvent.Source.TRACER)
+    assert tracer_events.count() == big_events + small_events
+    console_events = SecurityEvent.objects.filter(source=SecurityEvent.Source.CONSOLE)
+    assert console_events.count() == (
+        console_events.values("trace_id", "span_id", "rule_id").distinct().count()
+    )
