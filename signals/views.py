@@ -52,10 +52,15 @@ def rule_list(request: HttpRequest) -> HttpResponse:
             form = rule_form if "rule-definition" in request.POST else file_form
             form.add_error(None, " ".join(exc.messages))
         status = 400
-    rules = selectors.detection_rule_list(
-        type=request.GET.get("type") or None, source=request.GET.get("source") or None
-    )
-    types = sorted({row.type for row in selectors.detection_rule_list()})
+    every_rule = selectors.detection_rule_list()
+    types = sorted({row.type for row in every_rule})
+    selected_type, selected_source = request.GET.get("type"), request.GET.get("source")
+    rules = [
+        row
+        for row in every_rule
+        if (not selected_type or row.type == selected_type)
+        and (not selected_source or row.source == selected_source)
+    ]
     context = {
         "rules": rules,
         "types": types,

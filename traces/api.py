@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import APIKey, APIKeyScope, Role
-from asm_console.api import ApiView, Pagination
+from asm_console.api import ApiView, Pagination, error_body
 from traces import intake
 from traces.decoding import PayloadError, decode_json, parse_json
 from traces.models import IntakeBatch, SecurityEvent, Span
@@ -125,16 +125,16 @@ class TraceIntakeApi(ApiView):
         if request.content_type.split(";")[0].strip() != "application/json":
             raise ValidationError({"content_type": "Send the body as application/json."})
         try:
-            body = intake._read_body(request._request)
+            body = intake.read_body(request._request)
             chunks = decode_json(parse_json(body))
         except intake.IntakeError as exc:
             return Response(
-                {"error": {"code": exc.code, "message": exc.message, "details": None}},
+                error_body(exc.code, exc.message),
                 status=exc.status,
             )
         except PayloadError as exc:
             return Response(
-                {"error": {"code": "invalid", "message": str(exc), "details": None}},
+                error_body("invalid", str(exc)),
                 status=status.HTTP_400_BAD_REQUEST,
             )
         spans = sum(len(chunk) for chunk in chunks)
@@ -242,7 +242,7 @@ class TraceDetailApi(ApiView):
                 )
         if not spans:
             return Response(
-                {"error": {"code": "not_found", "message": "No such trace.", "details": None}},
+                error_body("not_found", "No such trace."),
                 status=status.HTTP_404_NOT_FOUND,
             )
         full_id = spans[0].trace_id

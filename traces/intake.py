@@ -113,7 +113,7 @@ def _authorize(request: HttpRequest) -> APIKey | None:
     return None
 
 
-def _read_body(request: HttpRequest) -> bytes:
+def read_body(request: HttpRequest) -> bytes:
     """The body, decompressed, refusing with 413 before reading past the limit."""
     limit = settings.ASM_INTAKE_MAX_BODY_BYTES
     try:
@@ -219,7 +219,7 @@ def _traces(
 ) -> HttpResponse:
     api_key = _authorize(request)
     _require_content_type(request, "application/msgpack")
-    body = _read_body(request)
+    body = read_body(request)
     try:
         chunks = decode(body)
     except PayloadError as exc:
@@ -245,7 +245,7 @@ def stats(request: HttpRequest) -> HttpResponse:
     """Client-side stats: accepted so that tracers that compute them are not retrying, and not
     kept: the console computes what it shows from the spans."""
     _authorize(request)
-    _read_body(request)
+    read_body(request)
     return HttpResponse("OK", content_type="text/plain")
 
 
@@ -253,7 +253,7 @@ def stats(request: HttpRequest) -> HttpResponse:
 def telemetry(request: HttpRequest) -> HttpResponse:
     api_key = _authorize(request)
     _require_content_type(request, "application/json")
-    body = _read_body(request)
+    body = read_body(request)
     try:
         telemetry_validate(parse_json(body))
     except (PayloadError, TelemetryError) as exc:
@@ -266,7 +266,7 @@ def telemetry(request: HttpRequest) -> HttpResponse:
 def remote_config(request: HttpRequest) -> HttpResponse:
     """Remote configuration: no configuration yet, which tracers accept and keep polling."""
     _authorize(request)
-    body = _read_body(request)
+    body = read_body(request)
     try:
         document = parse_json(body)
     except PayloadError as exc:
