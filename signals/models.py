@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from datetime import date
+
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 
 
 class DetectionRule(models.Model):
@@ -52,3 +54,19 @@ class DetectionStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day}: {self.requests} requests, {self.budget_overruns} overruns"
+
+    @classmethod
+    def add(cls, *, day: date, requests: int, matches: int, overruns: int, total_us: int) -> None:
+        """Add to a day's counters in one statement, whichever worker writes first."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO signals_detectionstats"
+                " (day, requests, matches, budget_overruns, total_us)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (day) DO UPDATE SET"
+                " requests = signals_detectionstats.requests + excluded.requests,"
+                " matches = signals_detectionstats.matches + excluded.matches,"
+                " budget_overruns = signals_detectionstats.budget_overruns"
+                " + excluded.budget_overruns,"
+                " total_us = signals_detectionstats.total_us + excluded.total_us",
+                [day, requests, matches, overruns, total_us],
+            )

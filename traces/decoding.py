@@ -61,15 +61,20 @@ def _unpack(body: bytes) -> Any:
         raise PayloadError(f"body: not valid msgpack ({exc})") from None
 
 
-def _uint(value: Any, where: str, *, bits: int = 64) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
-        raise PayloadError(f"{where}: expected an unsigned {bits}-bit integer")
+# The checks below take where a value was found as a prefix and a field name, and join them
+# only for the error message: building the path of every field of every span costs more than
+# checking the field.
+
+
+def _uint(value: Any, where: str, field: str = "", *, bits: int = 64) -> int:
+    if type(value) is not int or not 0 <= value < 1 << bits:  # a bool is no id
+        raise PayloadError(f"{where}{field}: expected an unsigned {bits}-bit integer")
     return value
 
 
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**63:
-        raise PayloadError(f"{where}: expected an integer")
+def _int(value: Any, where: str, field: str = "") -> int:
+    if type(value) is not int or abs(value) > 2**63:
+        raise PayloadError(f"{where}{field}: expected an integer")
     return value
 
 
@@ -105,24 +110,33 @@ def clean_document(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def _str(value: Any, where: str) -> str:
+def _str(value: Any, where: str, field: str = "") -> str:
     if not isinstance(value, str):
-        raise PayloadError(f"{where}: expected a string")
+        raise PayloadError(f"{where}{field}: expected a string")
     return clean_text(value)
 
 
-def _str_map(value: Any, where: str) -> dict[str, str]:
+def _str_map(value: Any, where: str, field: str = "") -> dict[str, str]:
     if not isinstance(value, Mapping):
-        raise PayloadError(f"{where}: expected a map of strings")
+        raise PayloadError(f"{where}{field}: expected a map of strings")
     if len(value) > MAX_TAGS_PER_SPAN:
-        raise PayloadError(f"{where}: more than {MAX_TAGS_PER_SPAN} entries")
+        raise PayloadError(f"{where}{field}: more than {MAX_TAGS_PER_SPAN} entries")
+    # Most tags are ASCII without NUL, which need no cleaning.
+    clean = True
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
-            raise PayloadError(f"{where}[{key!r}]: expected a string")
+            raise PayloadError(f"{where}{field}[{key!r}]: expected a string")
+        if clean and not (
+            key.isascii() and item.isascii() and "\x00" not in key and "\x00" not in item
+        ):
+            clean = False
+    if clean:
+        return dict(value)
     return {clean_text(key): clean_text(item) for key, item in value.items()}
 
 
-def _float_map(value: Any, where: str) -> dict[str, float]:
+def _float_map(value: Any, where: str, field: str = "") -> dict[str, float]:
+    where = f"{where}{field}"
     if not isinstance(value, Mapping):
         raise PayloadError(f"{where}: expected a map of numbers")
     if len(value) > MAX_TAGS_PER_SPAN:
@@ -172,24 +186,24 @@ def _span(
     where: str,
     trace_id_bits: int = 64,
 ) -> SpanData:
-    meta_map = _str_map(meta, f"{where}.meta")
-    parent = _uint(parent_id, f"{where}.parent_id")
-    error_value = _int(error, f"{where}.error")
+    meta_map = _str_map(meta, where, ".meta")
+    parent = _uint(parent_id, where, ".parent_id")
+    error_value = _int(error, where, ".error")
     return SpanData(
         trace_id=_trace_id(
-            _uint(trace_id, f"{where}.trace_id", bits=trace_id_bits), meta_map, where
+            _uint(trace_id, where, ".trace_id", bits=trace_id_bits), meta_map, where
         ),
-        span_id=f"{_uint(span_id, f'{where}.span_id'):016x}",
+        span_id=f"{_uint(span_id, where, '.span_id'):016x}",
         parent_id=f"{parent:016x}" if parent else "",
-        service=_str(service, f"{where}.service"),
-        name=_str(name, f"{where}.name"),
-        resource=_str(resource, f"{where}.resource"),
-        type=_str(type_, f"{where}.type"),
-        start_ns=_uint(start, f"{where}.start", bits=63),
-        duration_ns=_uint(duration, f"{where}.duration", bits=63),
+        service=_str(service, where, ".service"),
+        name=_str(name, where, ".name"),
+        resource=_str(resource, where, ".resource"),
+        type=_str(type_, where, ".type"),
+        start_ns=_uint(start, where, ".start", bits=63),
+        duration_ns=_uint(duration, where, ".duration", bits=63),
         error=error_value != 0,
         meta=meta_map,
-        metrics=_float_map(metrics, f"{where}.metrics"),
+        metrics=_float_map(metrics, where, ".metrics"),
         meta_struct=meta_struct,
     )
 
@@ -283,9 +297,9 @@ def decode_v05(body: bytes) -> list[list[SpanData]]:
     if not isinstance(table, list) or not all(isinstance(item, str) for item in table):
         raise PayloadError("string_table: expected an array of strings")
 
-    def text(index: Any, where: str) -> str:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(table):
-            raise PayloadError(f"{where}: not an index into the string table")
+    def text(index: Any, where: str, field: str) -> str:
+        if type(index) is not int or not 0 <= index < len(table):
+            raise PayloadError(f"{where}{field}: not an index into the string table")
         return str(table[index])
 
     chunks = []
@@ -300,9 +314,9 @@ def decode_v05(body: bytes) -> list[list[SpanData]]:
                 raise PayloadError(f"{where}: meta and metrics must be maps")
             spans.append(
                 _span(
-                    service=text(span[0], f"{where}.service"),
-                    name=text(span[1], f"{where}.name"),
-                    resource=text(span[2], f"{where}.resource"),
+                    service=text(span[0], where, ".service"),
+                    name=text(span[1], where, ".name"),
+                    resource=text(span[2], where, ".resource"),
                     trace_id=span[3],
                     span_id=span[4],
                     parent_id=span[5],
@@ -310,10 +324,10 @@ def decode_v05(body: bytes) -> list[list[SpanData]]:
                     duration=span[7],
                     error=span[8],
                     meta={
-                        text(k, f"{where}.meta"): text(v, f"{where}.meta") for k, v in meta.items()
+                        text(k, where, ".meta"): text(v, where, ".meta") for k, v in meta.items()
                     },
-                    metrics={text(k, f"{where}.metrics"): v for k, v in metrics.items()},
-                    type_=text(span[11], f"{where}.type"),
+                    metrics={text(k, where, ".metrics"): v for k, v in metrics.items()},
+                    type_=text(span[11], where, ".type"),
                     meta_struct={},
                     where=where,
                 )

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DataError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from services.models import Service
@@ -19,6 +20,7 @@ from signals.detection.loader import current_engine
 from signals.detection.request import addresses, request_from_meta
 from signals.models import DetectionStats
 from traces import appsec
+from traces.bulk import insert_new, rows_of
 from traces.decoding import PayloadError, SpanData, decode_json, decode_v04, decode_v05, parse_json
 from traces.models import BusinessLogicEvent, IntakeBatch, SecurityEvent, Span
 
@@ -29,7 +31,6 @@ DECODERS = {
     IntakeBatch.Kind.TRACES_V05: decode_v05,
     IntakeBatch.Kind.TRACES_JSON: lambda body: decode_json(parse_json(body)),
 }
-INSERT_BATCH_SIZE = 1000
 
 
 def ns_to_datetime(ns: int) -> datetime:
@@ -59,33 +60,42 @@ def _services_upsert(
     lookup = Q()
     for name, env in keys:
         lookup |= Q(name=name, env=env)
-    Service.objects.bulk_create(
-        [Service(name=name, env=env, last_seen=seen_at) for name, env in keys],
-        ignore_conflicts=True,
-    )
-    # Locked in id order, so that two workers touching the same services cannot deadlock.
-    services = {
-        (s.name, s.env): s
-        for s in Service.objects.select_for_update().filter(lookup).order_by("pk")
-    }
+
+    def locked() -> dict[tuple[str, str], Service]:
+        # Locked in id order, so that two workers touching the same services cannot deadlock.
+        rows = Service.objects.select_for_update().filter(lookup).order_by("pk")
+        return {(s.name, s.env): s for s in rows}
+
+    services = locked()
+    if len(services) < len(keys):
+        Service.objects.bulk_create(
+            [
+                Service(name=name, env=env, last_seen=seen_at)
+                for name, env in keys - services.keys()
+            ],
+            ignore_conflicts=True,
+        )
+        services = locked()
     language = headers.get("datadog-meta-lang", "")[:32]
     tracer_version = headers.get("datadog-meta-tracer-version", "")[:64]
     by_key: dict[tuple[str, str], list[SpanData]] = {}
     for span in entries:
         by_key.setdefault(_service_key(span), []).append(span)
-    changed = []
     for key, spans in by_key.items():
         service = services[key]
         latest = max(spans, key=lambda span: span.start_ns)
-        service.last_seen = max(service.last_seen or seen_at, ns_to_datetime(latest.start_ns))
-        service.version = latest.meta.get("version", service.version)[:100]
-        service.language = language or service.language
-        service.tracer_version = tracer_version or service.tracer_version
-        service.asm_enabled = any(s.metrics.get("_dd.appsec.enabled") == 1.0 for s in spans)
-        changed.append(service)
-    Service.objects.bulk_update(
-        changed, ["last_seen", "version", "language", "tracer_version", "asm_enabled"]
-    )
+        values = {
+            "last_seen": max(service.last_seen or seen_at, ns_to_datetime(latest.start_ns)),
+            "version": latest.meta.get("version", service.version)[:100],
+            "language": language or service.language,
+            "tracer_version": tracer_version or service.tracer_version,
+            "asm_enabled": any(s.metrics.get("_dd.appsec.enabled") == 1.0 for s in spans),
+        }
+        # One UPDATE a service (most batches name one), cheaper to build than bulk_update's
+        # CASE expressions.
+        Service.objects.filter(pk=service.pk).update(**values)
+        for name, value in values.items():
+            setattr(service, name, value)
     return services
 
 
@@ -129,7 +139,7 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
         entries=needs_service, headers=batch.headers, seen_at=batch.received_at
     )
 
-    span_rows: list[Span] = []
+    span_rows: list[dict[str, Any]] = []
     event_rows: list[SecurityEvent] = []
     user_event_rows: list[BusinessLogicEvent] = []
     detection = _Detection()
@@ -139,24 +149,24 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
             entry = entries.get(span.span_id)
             is_entry = entry is not None and entry.span is span
             span_rows.append(
-                Span(
-                    trace_id=span.trace_id,
-                    span_id=span.span_id,
-                    parent_id=span.parent_id,
-                    service_name=span.service[:200],
-                    env=span.meta.get("env", "")[:100],
-                    service=entry.service if is_entry and entry is not None else None,
-                    name=span.name[:200],
-                    resource=span.resource,
-                    type=span.type[:32],
-                    start=ns_to_datetime(span.start_ns),
-                    start_ns=span.start_ns,
-                    duration_ns=span.duration_ns,
-                    error=span.error,
-                    meta=span.meta,
-                    metrics=span.metrics,
-                    meta_struct=span.meta_struct,
-                )
+                {
+                    "trace_id": span.trace_id,
+                    "span_id": span.span_id,
+                    "parent_id": span.parent_id,
+                    "service_name": span.service[:200],
+                    "env": span.meta.get("env", "")[:100],
+                    "service_id": entry.service.pk if is_entry and entry is not None else None,
+                    "name": span.name[:200],
+                    "resource": span.resource,
+                    "type": span.type[:32],
+                    "start": ns_to_datetime(span.start_ns),
+                    "start_ns": span.start_ns,
+                    "duration_ns": span.duration_ns,
+                    "error": span.error,
+                    "meta": span.meta,
+                    "metrics": span.metrics,
+                    "meta_struct": span.meta_struct,
+                }
             )
             if entry is None:
                 continue
@@ -171,12 +181,10 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
                 )
             user_event_rows.extend(_user_events(span, entry))
 
-    Span.objects.bulk_create(span_rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE)
-    SecurityEvent.objects.bulk_create(
-        event_rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE
-    )
-    BusinessLogicEvent.objects.bulk_create(
-        user_event_rows, ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE
+    insert_new(
+        (Span, span_rows),
+        (SecurityEvent, rows_of(SecurityEvent, event_rows)),
+        (BusinessLogicEvent, rows_of(BusinessLogicEvent, user_event_rows)),
     )
     detection.save()
 
@@ -215,13 +223,12 @@ class _Detection:
     def save(self) -> None:
         if not self.requests:
             return
-        day = timezone.now().date()
-        DetectionStats.objects.get_or_create(day=day)
-        DetectionStats.objects.filter(day=day).update(
-            requests=F("requests") + self.requests,
-            matches=F("matches") + self.matches,
-            budget_overruns=F("budget_overruns") + self.overruns,
-            total_us=F("total_us") + int(self.total_us),
+        DetectionStats.add(
+            day=timezone.now().date(),
+            requests=self.requests,
+            matches=self.matches,
+            overruns=self.overruns,
+            total_us=int(self.total_us),
         )
 
 

@@ -198,3 +198,36 @@ def test_legacy_appsec_json_on_a_span(client: Client) -> None:
         "crs-941-390",
         "crs-942-100",
     ]
+
+
+def test_a_batch_of_stored_and_new_spans_stores_the_new_ones(client: Client) -> None:
+    """Spans already stored (a tracer resending part of a payload) do not make the batch lose
+    the spans that are new."""
+    import msgpack
+
+    from tests.traces.replay import FIXTURES
+
+    old = "v04_03_sqli_xss_path_traversal"
+    new = "v04_02_normal_requests_checkout_child_http_span"
+    send(client, old)
+    assert process_pending() == 1
+    traces = [
+        *msgpack.unpackb((FIXTURES / f"{old}.msgpack").read_bytes(), strict_map_key=False),
+        *msgpack.unpackb((FIXTURES / f"{new}.msgpack").read_bytes(), strict_map_key=False),
+    ]
+    response = client.post(
+        "/v0.4/traces",
+        msgpack.packb(traces),
+        content_type="application/msgpack",
+        REMOTE_ADDR="10.0.0.8",
+    )
+    assert response.status_code == 200
+    assert process_pending() == 1
+    expected = {f"{s['span_id']:016x}" for s in [*spans_in(old), *spans_in(new)]}
+    assert set(Span.objects.values_list("span_id", flat=True)) == expected
+    assert Span.objects.count() == len(expected)
+    assert tracer_events().count() == 3
+    # The JSON documents arrive whole whichever way the rows were written.
+    stored = Span.objects.get(span_id=f"{spans_in(new)[0]['span_id']:016x}")
+    assert stored.meta == spans_in(new)[0]["meta"]
+    assert stored.metrics == spans_in(new)[0].get("metrics", {})
