@@ -51,6 +51,8 @@ api_v1 = [
         signals_api.DetectionRuleDetailApi.as_view(),
         name="detection_rule",
     ),
+    path("", include("signals.api_urls_rules")),
+    path("", include("signals.api_urls_triage")),
 ]
 
 urlpatterns = [

@@ -132,6 +132,17 @@ class SecurityEvent(models.Model):
     stack_trace = models.JSONField(null=True, blank=True)
     detected_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set once the signal rules have seen the event (signals/evaluation.py claims the events
+    # still null); a partial index keeps finding them cheap.
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    # A passlist entry matched the event: it is kept, and counts toward no signal.
+    excluded_by = models.ForeignKey(
+        "signals.PassFilter",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="security_events",
+    )
 
     class Meta:
         constraints = [
@@ -145,6 +156,11 @@ class SecurityEvent(models.Model):
             models.Index(fields=["service", "detected_at"], name="traces_event_service_idx"),
             models.Index(fields=["rule_type", "detected_at"], name="traces_event_type_idx"),
             models.Index(fields=["client_ip", "detected_at"], name="traces_event_ip_idx"),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(evaluated_at__isnull=True),
+                name="traces_event_unevaluated",
+            ),
         ]
         ordering = ["-detected_at", "-id"]
 
@@ -186,6 +202,16 @@ class BusinessLogicEvent(models.Model):
     metadata = models.JSONField(default=dict)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     occurred_at = models.DateTimeField()
+    # As on SecurityEvent: seen by the signal rules (credential stuffing, brute force), and
+    # excluded by a passlist entry (its service, env, IP and user scopes apply).
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    excluded_by = models.ForeignKey(
+        "signals.PassFilter",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="business_events",
+    )
 
     class Meta:
         constraints = [
@@ -198,6 +224,11 @@ class BusinessLogicEvent(models.Model):
             models.Index(fields=["occurred_at"], name="traces_business_occurred_idx"),
             models.Index(
                 fields=["kind", "client_ip", "occurred_at"], name="traces_business_ip_idx"
+            ),
+            models.Index(
+                fields=["id"],
+                condition=models.Q(evaluated_at__isnull=True),
+                name="traces_business_unevaluated",
             ),
         ]
 
