@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import orjson
@@ -52,8 +53,9 @@ class Columns:
             field.pre_save(obj, add=True)
         return {name: getattr(obj, name) for name in self.names}
 
-    def adapters(self) -> list[Callable[[Any], Any] | None]:
-        return [json_text if name in self._json else None for name in self.names]
+    def copy_values(self, row: dict[str, Any]) -> list[Any]:
+        """A row's values in column order, JSON documents as text."""
+        return [json_text(row[name]) if name in self._json else row[name] for name in self.names]
 
 
 _columns: dict[type[models.Model], Columns] = {}
@@ -80,9 +82,13 @@ def insert_new(*tables: tuple[type[models.Model], Sequence[dict[str, Any]]]) -> 
         except IntegrityError:
             logger.info("some rows of %s are stored already", [m.__name__ for m, _ in tables])
     for model, rows in tables:
-        model._default_manager.bulk_create(
-            [model(**row) for row in rows], ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE
-        )
+        _insert_skipping_stored(model, rows)
+
+
+def _insert_skipping_stored(model: type[models.Model], rows: Sequence[dict[str, Any]]) -> None:
+    model._default_manager.bulk_create(
+        [model(**row) for row in rows], ignore_conflicts=True, batch_size=INSERT_BATCH_SIZE
+    )
 
 
 def rows_of(model: type[models.Model], objects: Iterable[models.Model]) -> list[dict[str, Any]]:
@@ -91,14 +97,65 @@ def rows_of(model: type[models.Model], objects: Iterable[models.Model]) -> list[
     return [columns.values(obj) for obj in objects]
 
 
-def _copy(columns: Columns, rows: Sequence[dict[str, Any]]) -> None:
+def _copy_statement(columns: Columns) -> Any:
     from psycopg import sql
 
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(columns.model._meta.db_table),
         sql.SQL(", ").join(sql.Identifier(str(field.column)) for field in columns.fields),
     )
-    adapters = list(zip(columns.names, columns.adapters(), strict=True))
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([adapt(row[name]) if adapt else row[name] for name, adapt in adapters])
+
+
+def _copy(columns: Columns, rows: Sequence[dict[str, Any]]) -> None:
+    with connection.cursor() as cursor, cursor.cursor.copy(_copy_statement(columns)) as copy:
+        for row in map(columns.copy_values, rows):
+            copy.write_row(row)
+
+
+class StreamedInsert:
+    """`insert_new` for rows made one at a time, as a context manager:
+
+        with StreamedInsert(Span) as spans:
+            for ...:
+                spans.write(row)
+
+    On PostgreSQL each row goes into an open COPY as soon as it is written, and the server
+    stores it while the worker computes the next ones (the two run on different cores), rather
+    than after the last. Nothing else may use the connection inside the block. Rows stored
+    already make the COPY fail at its end: the savepoint is rolled back and the rows are
+    inserted the slower way, as `insert_new` does.
+    """
+
+    def __init__(self, model: type[models.Model]) -> None:
+        self.model = model
+        self.columns = columns_of(model)
+        self.rows: list[dict[str, Any]] = []
+        self._stack = ExitStack()
+        self._copy: Any = None
+
+    def __enter__(self) -> StreamedInsert:
+        if connection.vendor == "postgresql":
+            self._stack.enter_context(transaction.atomic())
+            self._stack.enter_context(connection.wrap_database_errors)
+            cursor = self._stack.enter_context(connection.cursor())
+            statement = _copy_statement(self.columns)
+            self._copy = self._stack.enter_context(cursor.cursor.copy(statement))
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self._copy is not None:
+            self._copy.write_row(self.columns.copy_values(row))
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool:
+        if exc_type is not None:
+            # Abort the COPY and roll the savepoint back; the error goes on.
+            return bool(self._stack.__exit__(exc_type, exc, traceback))
+        if self._copy is not None:
+            try:
+                self._stack.close()
+                return False
+            except IntegrityError:
+                logger.info("some %s rows are stored already", self.model.__name__)
+        _insert_skipping_stored(self.model, self.rows)
+        return False

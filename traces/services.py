@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import DataError, transaction
@@ -20,7 +19,7 @@ from signals.detection.loader import current_engine
 from signals.detection.request import addresses, request_from_meta
 from signals.models import DetectionStats
 from traces import appsec
-from traces.bulk import insert_new, rows_of
+from traces.bulk import StreamedInsert, insert_new, rows_of
 from traces.decoding import PayloadError, SpanData, decode_json, decode_v04, decode_v05, parse_json
 from traces.models import BusinessLogicEvent, IntakeBatch, SecurityEvent, Span
 
@@ -139,16 +138,44 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
         entries=needs_service, headers=batch.headers, seen_at=batch.received_at
     )
 
-    span_rows: list[dict[str, Any]] = []
     event_rows: list[SecurityEvent] = []
     user_event_rows: list[BusinessLogicEvent] = []
     detection = _Detection()
+    with StreamedInsert(Span) as span_rows:
+        _spans_walk(
+            chunks=chunks,
+            services=services,
+            trusted_ip_header=trusted_ip_header,
+            detection=detection,
+            span_rows=span_rows,
+            event_rows=event_rows,
+            user_event_rows=user_event_rows,
+        )
+    insert_new(
+        (SecurityEvent, rows_of(SecurityEvent, event_rows)),
+        (BusinessLogicEvent, rows_of(BusinessLogicEvent, user_event_rows)),
+    )
+    detection.save()
+
+
+def _spans_walk(
+    *,
+    chunks: list[list[SpanData]],
+    services: dict[tuple[str, str], Service],
+    trusted_ip_header: str | None,
+    detection: _Detection,
+    span_rows: StreamedInsert,
+    event_rows: list[SecurityEvent],
+    user_event_rows: list[BusinessLogicEvent],
+) -> None:
+    """Each span's row, and the events of the requests it belongs to. No database query: the
+    span rows stream into an open COPY meanwhile."""
     for chunk in chunks:
         entries = _entries_by_span(chunk, services, trusted_ip_header)
         for span in chunk:
             entry = entries.get(span.span_id)
             is_entry = entry is not None and entry.span is span
-            span_rows.append(
+            span_rows.write(
                 {
                     "trace_id": span.trace_id,
                     "span_id": span.span_id,
@@ -180,13 +207,6 @@ def spans_store(*, chunks: list[list[SpanData]], batch: IntakeBatch) -> None:
                     )
                 )
             user_event_rows.extend(_user_events(span, entry))
-
-    insert_new(
-        (Span, span_rows),
-        (SecurityEvent, rows_of(SecurityEvent, event_rows)),
-        (BusinessLogicEvent, rows_of(BusinessLogicEvent, user_event_rows)),
-    )
-    detection.save()
 
 
 class _Detection:
