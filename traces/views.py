@@ -1,12 +1,119 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import csv
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from accounts.models import Role
 from accounts.permissions import role_required
+from asm_console.http import HtmxHttpRequest
+from traces import selectors
+
+EXPORT_LIMIT = 10_000
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 @role_required(Role.VIEWER)
-def suspicious_requests(request: HttpRequest) -> HttpResponse:
-    return render(request, "traces/suspicious_requests.html")
+def suspicious_requests(request: HtmxHttpRequest) -> HttpResponse:
+    filters = selectors.RequestFilters.from_query(request.GET.dict())
+    context: dict[str, object] = {
+        "filters": filters,
+        "windows": list(selectors.WINDOWS),
+        "choices": selectors.filter_choices(),
+        "client_ip_header": settings.ASM_CLIENT_IP_HEADER,
+    }
+    status = 200
+    try:
+        page_number = int(request.GET.get("page") or 1)
+    except ValueError:
+        page_number = 1
+    try:
+        context["page"] = selectors.suspicious_request_page(filters=filters, page=page_number)
+    except selectors.FilterError as exc:
+        context["filter_error"] = str(exc)
+        status = 400
+    query = request.GET.copy()
+    query.pop("page", None)
+    context["query"] = query.urlencode()
+    template = (
+        "traces/suspicious_requests.html#request-table"
+        if request.htmx and not request.htmx.boosted
+        else "traces/suspicious_requests.html"
+    )
+    return render(request, template, context, status=status)
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell a spreadsheet shows as text: attacker-controlled text that starts
+    like a formula (`=HYPERLINK(...)`) gets a leading apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@role_required(Role.VIEWER)
+def suspicious_requests_export(request: HtmxHttpRequest) -> HttpResponseBase:
+    filters = selectors.RequestFilters.from_query(request.GET.dict())
+    try:
+        filters.events()  # validate before the response starts
+    except selectors.FilterError as exc:
+        return HttpResponse(f"Cannot export: {exc}\n", status=400, content_type="text/plain")
+
+    def rows() -> Iterator[str]:
+        writer = csv.writer(_Echo())
+        yield writer.writerow(
+            [
+                "time",
+                "service",
+                "env",
+                "method",
+                "route",
+                "url",
+                "status",
+                "client_ip",
+                "user",
+                "user_agent",
+                "rule_types",
+                "rules",
+                "blocked",
+                "trace_id",
+                "span_id",
+            ]
+        )
+        for item in selectors.suspicious_requests_all(filters=filters, limit=EXPORT_LIMIT):
+            yield writer.writerow(
+                [
+                    csv_cell(value)
+                    for value in (
+                        item.detected_at.isoformat(),
+                        item.service.name,
+                        item.env,
+                        item.method,
+                        item.route,
+                        item.url,
+                        item.status_code,
+                        item.client_ip,
+                        item.user,
+                        item.user_agent,
+                        " ".join(item.rule_types),
+                        " | ".join(item.rule_names),
+                        "yes" if item.blocked else "no",
+                        item.trace_id,
+                        item.span_id,
+                    )
+                ]
+            )
+
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="suspicious-requests-{stamp}.csv"'
+    return response
