@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
-from django.db.models.functions import Substr
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -17,7 +15,7 @@ from rest_framework.response import Response
 
 from accounts.models import APIKey, APIKeyScope, Role
 from asm_console.api import ApiView, Pagination, error_body
-from traces import intake
+from traces import intake, selectors
 from traces.decoding import PayloadError, decode_json, parse_json
 from traces.models import IntakeBatch, SecurityEvent, Span
 
@@ -199,19 +197,6 @@ class SecurityEventOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-_HEX_ID = re.compile(r"^[0-9a-fA-F]{1,32}$")
-
-
-def normalize_trace_id(value: str) -> str | None:
-    """A trace id as stored (32 hex digits), from hex or from the decimal form tracers log."""
-    if value.isdigit() and len(value) <= 39:
-        number = int(value)
-        return f"{number:032x}" if number < 2**128 else None
-    if _HEX_ID.match(value):
-        return value.lower().rjust(32, "0")
-    return None
-
-
 class TraceDetailApi(ApiView):
     read_role = Role.VIEWER
     read_scope = APIKeyScope.READ
@@ -228,18 +213,7 @@ class TraceDetailApi(ApiView):
         ),
     )
     def get(self, request: Request, trace_id: str) -> Response:
-        normalized = normalize_trace_id(trace_id)
-        spans: list[Span] = []
-        if normalized:
-            spans = list(Span.objects.filter(trace_id=normalized).order_by("start_ns"))
-            if not spans and normalized.startswith("0" * 16):
-                # A 64-bit id, as logs and x-datadog-trace-id show it, is the low half of a
-                # 128-bit id (served by the traces_span_trace_low_idx expression index).
-                spans = list(
-                    Span.objects.annotate(trace_low=Substr("trace_id", 17))
-                    .filter(trace_low=normalized[16:])
-                    .order_by("start_ns")
-                )
+        spans = selectors.trace_spans(trace_id=trace_id)
         if not spans:
             return Response(
                 error_body("not_found", "No such trace."),

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import Max, Q, QuerySet
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from services.models import Service
-from traces.models import SecurityEvent
+from signals.models import key_path_text
+from traces.models import SecurityEvent, Span
 
 WINDOWS = {
     "1h": timedelta(hours=1),
@@ -258,3 +262,273 @@ def filter_choices() -> dict[str, list[str]]:
             .distinct()
         ),
     }
+
+
+# --- One trace: waterfall, attack flow and findings -----------------------------------------
+
+_HEX_ID = re.compile(r"^[0-9a-fA-F]{1,32}$")
+MAX_SHOWN_VALUE = 2000
+
+
+def normalize_trace_id(value: str) -> str | None:
+    """A trace id as stored (32 hex digits), from hex or from the decimal form tracers log."""
+    if value.isdigit() and len(value) <= 39:
+        number = int(value)
+        return f"{number:032x}" if number < 2**128 else None
+    if _HEX_ID.match(value):
+        return value.lower().rjust(32, "0")
+    return None
+
+
+def trace_spans(*, trace_id: str) -> list[Span]:
+    """A trace's spans by start, from its 128-bit id, or from the 64-bit id logs show."""
+    normalized = normalize_trace_id(trace_id)
+    if not normalized:
+        return []
+    spans = list(Span.objects.filter(trace_id=normalized).order_by("start_ns", "id"))
+    if not spans and normalized.startswith("0" * 16):
+        # A 64-bit id, as logs and x-datadog-trace-id show it, is the low half of a 128-bit
+        # id (served by the traces_span_trace_low_idx expression index).
+        spans = list(
+            Span.objects.annotate(trace_low=Substr("trace_id", 17))
+            .filter(trace_low=normalized[16:])
+            .order_by("start_ns", "id")
+        )
+    return spans
+
+
+@dataclass
+class WaterfallRow:
+    span: Span
+    depth: int
+    # Position and length of the span's bar, in thousandths of the trace's duration.
+    x: int
+    width: int
+    attacked: bool
+
+    @property
+    def indent(self) -> int:
+        """The depth the page indents by (CSS classes depth-0 to depth-8)."""
+        return min(self.depth, 8)
+
+    @property
+    def duration_ms(self) -> float:
+        return self.span.duration_ns / 1e6
+
+
+@dataclass
+class FlowNode:
+    service: str
+    x: int
+    y: int
+    entry: bool
+    attacked: bool
+    spans: int
+
+
+@dataclass
+class FlowEdge:
+    source: str
+    target: str
+    calls: int
+    path: str
+
+
+@dataclass
+class Highlighted:
+    """A matched value cut into pieces, the matched fragments marked, for the template to
+    escape piece by piece."""
+
+    pieces: list[tuple[str, bool]]
+    truncated: bool
+
+
+@dataclass
+class Finding:
+    event: SecurityEvent
+    parameters: list[dict[str, Any]]
+
+
+@dataclass
+class TraceView:
+    trace_id: str
+    spans: list[Span]
+    waterfall: list[WaterfallRow]
+    duration_ns: int
+    nodes: list[FlowNode]
+    edges: list[FlowEdge]
+    flow_width: int
+    flow_height: int
+    findings: list[Finding]
+
+    @property
+    def duration_ms(self) -> float:
+        return self.duration_ns / 1e6
+
+
+NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 170, 44, 70, 26, 12
+
+
+def trace_view(*, trace_id: str) -> TraceView | None:
+    spans = trace_spans(trace_id=trace_id)
+    if not spans:
+        return None
+    full_id = spans[0].trace_id
+    events = list(
+        SecurityEvent.objects.filter(trace_id=full_id)
+        .select_related("service")
+        .order_by("detected_at", "id")
+    )
+    attacked_spans = {event.span_id for event in events}
+    start = min(span.start_ns for span in spans)
+    end = max(span.start_ns + span.duration_ns for span in spans)
+    duration = max(end - start, 1)
+    by_id = {span.span_id: span for span in spans}
+    waterfall = [
+        WaterfallRow(
+            span=span,
+            depth=depth,
+            x=(span.start_ns - start) * 1000 // duration,
+            width=max(span.duration_ns * 1000 // duration, 3),
+            attacked=span.span_id in attacked_spans,
+        )
+        for span, depth in _tree_order(spans, by_id)
+    ]
+    nodes, edges, width, height = _attack_flow(spans, by_id, attacked_spans)
+    return TraceView(
+        trace_id=full_id,
+        spans=spans,
+        waterfall=waterfall,
+        duration_ns=duration,
+        nodes=nodes,
+        edges=edges,
+        flow_width=width,
+        flow_height=height,
+        findings=[
+            Finding(
+                event=event,
+                parameters=[
+                    {
+                        # RASP matches name the resource reached rather than an input.
+                        "input": str(parameter.get("address") or parameter.get("resource") or ""),
+                        "key_path": key_path_text(parameter.get("key_path")),
+                        "shown": highlighted(parameter.get("value"), parameter),
+                        "highlight": [str(h) for h in parameter.get("highlight") or []],
+                    }
+                    for parameter in event.parameters
+                ],
+            )
+            for event in events
+        ],
+    )
+
+
+def _tree_order(spans: list[Span], by_id: dict[str, Span]) -> list[tuple[Span, int]]:
+    """Spans depth first under their parents, each with its depth; orphans at the top level."""
+    children: dict[str, list[Span]] = {}
+    roots = []
+    for span in spans:
+        if span.parent_id and span.parent_id in by_id and span.parent_id != span.span_id:
+            children.setdefault(span.parent_id, []).append(span)
+        else:
+            roots.append(span)
+    ordered: list[tuple[Span, int]] = []
+    seen: set[str] = set()
+    stack = [(span, 0) for span in reversed(roots)]
+    while stack:
+        span, depth = stack.pop()
+        if span.span_id in seen:  # a cycle in hostile input
+            continue
+        seen.add(span.span_id)
+        ordered.append((span, depth))
+        stack.extend((child, depth + 1) for child in reversed(children.get(span.span_id, [])))
+    # Spans only reachable through a cycle.
+    ordered.extend((span, 0) for span in spans if span.span_id not in seen)
+    return ordered
+
+
+def _attack_flow(
+    spans: list[Span], by_id: dict[str, Span], attacked_spans: set[str]
+) -> tuple[list[FlowNode], list[FlowEdge], int, int]:
+    """Services as nodes in columns by how many services the request went through to reach
+    them; a call from one service to another as an edge."""
+    depth: dict[str, int] = {}
+    calls: dict[tuple[str, str], int] = {}
+    span_counts: dict[str, int] = {}
+    entry: set[str] = set()
+    attacked: set[str] = set()
+    for span, _ in _tree_order(spans, by_id):
+        service = span.service_name
+        span_counts[service] = span_counts.get(service, 0) + 1
+        parent = by_id.get(span.parent_id) if span.parent_id else None
+        if parent is None or parent.span_id == span.span_id:
+            depth.setdefault(service, 0)
+            entry.add(service)
+        elif parent.service_name != service:
+            calls[(parent.service_name, service)] = calls.get((parent.service_name, service), 0) + 1
+            depth.setdefault(service, depth.get(parent.service_name, 0) + 1)
+        else:
+            depth.setdefault(service, depth.get(parent.service_name, 0))
+        if span.span_id in attacked_spans:
+            attacked.add(service)
+    columns: dict[int, list[str]] = {}
+    for service, column in depth.items():
+        columns.setdefault(column, []).append(service)
+    position: dict[str, tuple[int, int]] = {}
+    nodes = []
+    for column, services in sorted(columns.items()):
+        for row, service in enumerate(services):
+            x = MARGIN + column * (NODE_WIDTH + COLUMN_GAP)
+            y = MARGIN + row * (NODE_HEIGHT + ROW_GAP)
+            position[service] = (x, y)
+            nodes.append(
+                FlowNode(
+                    service=service,
+                    x=x,
+                    y=y,
+                    entry=service in entry,
+                    attacked=service in attacked,
+                    spans=span_counts[service],
+                )
+            )
+    edges = []
+    for (source, target), count in sorted(calls.items()):
+        (x1, y1), (x2, y2) = position[source], position[target]
+        start_x, start_y = x1 + NODE_WIDTH, y1 + NODE_HEIGHT // 2
+        end_x, end_y = x2, y2 + NODE_HEIGHT // 2
+        if end_x <= start_x:  # a call back to an earlier column: loop below the nodes
+            start_x, end_x = x1 + NODE_WIDTH // 2, x2 + NODE_WIDTH // 2
+            start_y, end_y = y1 + NODE_HEIGHT, y2 + NODE_HEIGHT
+            bend = max(start_y, end_y) + 40
+            path = f"M{start_x},{start_y} C{start_x},{bend} {end_x},{bend} {end_x},{end_y}"
+        else:
+            middle = (start_x + end_x) // 2
+            path = f"M{start_x},{start_y} C{middle},{start_y} {middle},{end_y} {end_x},{end_y}"
+        edges.append(FlowEdge(source=source, target=target, calls=count, path=path))
+    width = MARGIN * 2 + (max(columns) + 1) * (NODE_WIDTH + COLUMN_GAP) - COLUMN_GAP
+    height = MARGIN * 2 + max(len(s) for s in columns.values()) * (NODE_HEIGHT + ROW_GAP) + 40
+    return nodes, edges, width, height
+
+
+def highlighted(value: object, parameter: dict[str, Any]) -> Highlighted:
+    """The matched value with the fragments the rule highlighted marked: each fragment's first
+    occurrence, in order."""
+    text = "" if value is None else str(value)
+    truncated = len(text) > MAX_SHOWN_VALUE
+    text = text[:MAX_SHOWN_VALUE]
+    fragments = [f for f in parameter.get("highlight") or [] if isinstance(f, str) and f]
+    spans: list[tuple[int, int]] = []
+    for fragment in fragments:
+        at = text.find(fragment)
+        if at >= 0 and not any(a < at + len(fragment) and at < b for a, b in spans):
+            spans.append((at, at + len(fragment)))
+    pieces: list[tuple[str, bool]] = []
+    cursor = 0
+    for a, b in sorted(spans):
+        if a > cursor:
+            pieces.append((text[cursor:a], False))
+        pieces.append((text[a:b], True))
+        cursor = b
+    if cursor < len(text):
+        pieces.append((text[cursor:], False))
+    return Highlighted(pieces=pieces, truncated=truncated)

@@ -7,4 +7,5 @@ app_name = "traces"
 urlpatterns = [
     path("", views.suspicious_requests, name="suspicious_requests"),
     path("export.csv", views.suspicious_requests_export, name="suspicious_requests_export"),
+    path("traces/<str:trace_id>/", views.trace_detail, name="trace"),
 ]

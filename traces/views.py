@@ -4,7 +4,7 @@ import csv
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -117,3 +117,11 @@ def suspicious_requests_export(request: HtmxHttpRequest) -> HttpResponseBase:
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="suspicious-requests-{stamp}.csv"'
     return response
+
+
+@role_required(Role.VIEWER)
+def trace_detail(request: HtmxHttpRequest, trace_id: str) -> HttpResponse:
+    view = selectors.trace_view(trace_id=trace_id)
+    if view is None:
+        raise Http404("No such trace.")
+    return render(request, "traces/trace_detail.html", {"trace": view})
