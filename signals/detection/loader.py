@@ -20,8 +20,19 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "default.json"
 
+# Guards `_engine` only, for an instant: callers whose engine is current never wait for a
+# compile.
 _lock = threading.Lock()
+# One compile at a time in this process: threads that find the engine stale wait for that
+# build instead of each compiling the same expressions.
+_build_lock = threading.Lock()
 _engine: tuple[Any, Engine] | None = None
+
+
+def hyperscan_cache_dir() -> Path:
+    """Where compiled Hyperscan databases are kept, so that a worker process starting after
+    another loads them instead of compiling them again (seconds for the shipped rules)."""
+    return Path(settings.DATA_DIR) / "cache" / "hyperscan"
 
 
 @cache
@@ -48,11 +59,28 @@ def active_rules() -> list[Rule]:
     return rules
 
 
+def _installed(version: Any) -> Engine | None:
+    with _lock:
+        if _engine is not None and _engine[0] == version:
+            return _engine[1]
+    return None
+
+
 def current_engine() -> Engine:
     """The compiled engine, rebuilt when a rule was added, changed or switched."""
     global _engine
     version = tuple(DetectionRule.objects.aggregate(n=Count("pk"), at=Max("updated_at")).values())
-    with _lock:
-        if _engine is None or _engine[0] != version:
-            _engine = (version, Engine(active_rules(), budget_us=settings.ASM_DETECTION_BUDGET_US))
-        return _engine[1]
+    engine = _installed(version)
+    if engine is not None:
+        return engine
+    with _build_lock:
+        engine = _installed(version)  # another thread may have built it meanwhile
+        if engine is None:
+            engine = Engine(
+                active_rules(),
+                budget_us=settings.ASM_DETECTION_BUDGET_US,
+                cache_dir=hyperscan_cache_dir(),
+            )
+            with _lock:
+                _engine = (version, engine)
+    return engine
