@@ -80,7 +80,7 @@ def test_json_request_without_tracer_findings_gets_console_events(
     events = SecurityEvent.objects.filter(source=SecurityEvent.Source.CONSOLE)
     by_type = {e.rule_type for e in events}
     assert {"sql_injection", "security_scanner"} <= by_type
-    sqli = events.get(rule_type="sql_injection")
+    sqli = events.get(rule_id="asm-942-100")
     assert sqli.client_ip == "203.0.113.9"
     assert sqli.rule_module == "console"
     assert sqli.parameters[0]["address"] == "server.request.query"
@@ -99,7 +99,7 @@ def test_the_same_rule_on_the_same_span_is_one_event(client: Client, make_api_ke
     send_json(client, key, span)
     send_json(client, key, span)
     process_pending()
-    assert SecurityEvent.objects.filter(source="console", rule_type="sql_injection").count() == 1
+    assert SecurityEvent.objects.filter(source="console", rule_id="asm-942-100").count() == 1
 
 
 def test_members_add_disable_and_import_rules(client: Client, make_api_key) -> None:
