@@ -413,7 +413,7 @@ def trace_view(*, trace_id: str) -> TraceView | None:
                         "input": str(parameter.get("address") or parameter.get("resource") or ""),
                         "key_path": key_path_text(parameter.get("key_path")),
                         "shown": highlighted(parameter.get("value"), parameter),
-                        "highlight": [str(h) for h in parameter.get("highlight") or []],
+                        "highlight": _texts(parameter.get("highlight")),
                     }
                     for parameter in event.parameters
                 ],
@@ -421,6 +421,10 @@ def trace_view(*, trace_id: str) -> TraceView | None:
             for event in events
         ],
     )
+
+
+def _texts(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 def _tree_order(spans: list[Span], by_id: dict[str, Span]) -> list[tuple[Span, int]]:

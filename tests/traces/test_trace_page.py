@@ -104,7 +104,7 @@ def test_a_finding_shows_rule_input_key_path_and_the_highlighted_value(viewer: C
     body = page.content.decode()
     parameter = event.parameters[0]
     assert event.rule_id in body
-    assert parameter["address"] in body
+    assert str(parameter["address"]) in body
     assert "<mark>" in body
     assert "Attack flow" in body
     assert "web-store" in body
