@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
@@ -32,6 +33,11 @@ from services.telemetry import TelemetryError, telemetry_validate
 from traces.decoding import PayloadError, SpanData, decode_v04, decode_v05, parse_json
 from traces.dispatch import batch_dispatch
 from traces.models import IntakeBatch
+from traces.remote_config import (
+    RemoteConfigRequestError,
+    config_request_parse,
+    remote_config_answer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,13 +270,12 @@ def telemetry(request: HttpRequest) -> HttpResponse:
 
 @agent_endpoint("POST")
 def remote_config(request: HttpRequest) -> HttpResponse:
-    """Remote configuration: no configuration yet, which tracers accept and keep polling."""
+    """Remote configuration: the denylist as ASM_DATA (traces/remote_config.py), or `{}`,
+    which tracers read as "nothing changed" and keep polling."""
     _authorize(request)
     body = read_body(request)
     try:
-        document = parse_json(body)
-    except PayloadError as exc:
+        config_request = config_request_parse(parse_json(body))
+    except (PayloadError, RemoteConfigRequestError) as exc:
         raise IntakeError(400, "invalid", str(exc)) from None
-    if not isinstance(document, dict) or not isinstance(document.get("client"), dict):
-        raise IntakeError(400, "invalid", "client: expected an object")
-    return JsonResponse({})
+    return JsonResponse(remote_config_answer(config_request=config_request, now=timezone.now()))
