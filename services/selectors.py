@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
 from services.models import Service
+from signals.models import Severity, Signal
+from traces.models import SecurityEvent
 
 WINDOWS = {
     "1h": timedelta(hours=1),
@@ -14,6 +18,27 @@ WINDOWS = {
     "30d": timedelta(days=30),
 }
 DEFAULT_WINDOW = "24h"
+
+# Trend buckets per window: how the database truncates times, and the bucket length.
+_BUCKETS = {
+    "1h": (TruncMinute, timedelta(minutes=5)),
+    "24h": (TruncHour, timedelta(hours=2)),
+    "7d": (TruncDay, timedelta(days=1)),
+    "30d": (TruncDay, timedelta(days=3)),
+}
+
+# Sort keys the catalog offers: the column's name in the URL, and what it orders by.
+SORTS = {
+    "name": ("name", "env"),
+    "env": ("env", "name"),
+    "suspicious": ("suspicious_requests", "name"),
+    "attempts": ("attack_attempts", "name"),
+    "attackers": ("attackers", "name"),
+    "signals": ("open_signals", "name"),
+    "asm": ("asm_enabled", "name"),
+    "last_seen": ("last_seen", "name"),
+}
+DEFAULT_SORT = "-suspicious"
 
 
 def service_list(*, env: str | None = None, window: str = DEFAULT_WINDOW) -> QuerySet[Service]:
@@ -31,6 +56,107 @@ def service_list(*, env: str | None = None, window: str = DEFAULT_WINDOW) -> Que
     if env:
         services = services.filter(env=env)
     return services.order_by("-suspicious_requests", "name", "env")
+
+
+def service_table(
+    *, env: str | None = None, window: str = DEFAULT_WINDOW, sort: str = DEFAULT_SORT
+) -> QuerySet[Service]:
+    """Services with their security figures over the window: `suspicious_requests` (requests
+    with a security event; several rules on one request count once), `attack_attempts`
+    (events), `attackers` (client IPs), and `open_signals`."""
+    since = timezone.now() - WINDOWS[window]
+    in_window = Q(security_events__detected_at__gte=since)
+    services = Service.objects.annotate(
+        suspicious_requests=Count("security_events__span_id", filter=in_window, distinct=True),
+        attack_attempts=Count("security_events", filter=in_window, distinct=True),
+        attackers=Count("security_events__client_ip", filter=in_window, distinct=True),
+        # A subquery rather than a second join, which would multiply the event rows.
+        open_signals=Coalesce(
+            Subquery(
+                Signal.objects.filter(service=OuterRef("pk"))
+                .exclude(status=Signal.Status.ARCHIVED)
+                .order_by()
+                .values("service")
+                .annotate(n=Count("pk"))
+                .values("n")
+            ),
+            0,
+        ),
+    )
+    if env:
+        services = services.filter(env=env)
+    descending = sort.startswith("-")
+    fields = SORTS.get(sort.lstrip("-"), SORTS[DEFAULT_SORT.lstrip("-")])
+    ordering = [
+        (F(name).desc(nulls_last=True) if descending else F(name).asc(nulls_last=True))
+        if index == 0
+        else name
+        for index, name in enumerate(fields)
+    ]
+    return services.order_by(*ordering, "pk")
+
+
+@dataclass
+class ServiceFigures:
+    """What the catalog shows beside each service, fetched for a whole page at once."""
+
+    categories: list[tuple[str, int]] = field(default_factory=list)
+    signals: list[tuple[str, int]] = field(default_factory=list)
+    trend: list[int] = field(default_factory=list)
+
+    @property
+    def sparkline(self) -> str:
+        """The trend as SVG polyline points in a 100 x 20 box."""
+        if not self.trend:
+            return ""
+        top = max(self.trend) or 1
+        step = 100 / max(len(self.trend) - 1, 1)
+        return " ".join(
+            f"{i * step:.1f},{19 - value * 18 / top:.1f}" for i, value in enumerate(self.trend)
+        )
+
+
+def service_figures(
+    *, service_ids: list[int], window: str = DEFAULT_WINDOW, now: datetime | None = None
+) -> dict[int, ServiceFigures]:
+    """Attack attempts by category, open signals by severity and the trend of suspicious
+    requests, for the given services: three queries whatever their number."""
+    now = now or timezone.now()
+    since = now - WINDOWS[window]
+    figures = {pk: ServiceFigures() for pk in service_ids}
+    events = SecurityEvent.objects.filter(service_id__in=service_ids, detected_at__gte=since)
+    for row in (
+        events.exclude(rule_type="")
+        .values("service_id", "rule_type")
+        .annotate(n=Count("id"))
+        .order_by("service_id", "-n", "rule_type")
+    ):
+        figures[row["service_id"]].categories.append((row["rule_type"], row["n"]))
+
+    ranks = {value: Severity.rank(value) for value in Severity.values}
+    for signal_row in (
+        Signal.objects.filter(service_id__in=service_ids)
+        .exclude(status=Signal.Status.ARCHIVED)
+        .values("service_id", "severity")
+        .annotate(n=Count("id"))
+    ):
+        figures[signal_row["service_id"]].signals.append((signal_row["severity"], signal_row["n"]))
+    for item in figures.values():
+        item.signals.sort(key=lambda pair: -ranks.get(pair[0], 0))
+
+    trunc, bucket = _BUCKETS[window]
+    buckets = int(WINDOWS[window] / bucket)
+    for item in figures.values():
+        item.trend = [0] * buckets
+    for bucket_row in (
+        events.annotate(at=trunc("detected_at"))
+        .values("service_id", "at")
+        .annotate(n=Count("span_id", distinct=True))
+        .order_by()
+    ):
+        index = int((bucket_row["at"] - since) / bucket) if bucket_row["at"] >= since else 0
+        figures[bucket_row["service_id"]].trend[min(max(index, 0), buckets - 1)] += bucket_row["n"]
+    return figures
 
 
 def service_envs() -> list[str]:

@@ -6,5 +6,6 @@ app_name = "services"
 
 urlpatterns = [
     path("", views.catalog, name="catalog"),
+    path("<int:pk>/enable-asm/", views.enable_asm, name="enable_asm"),
     path("vulnerabilities/", views.vulnerabilities, name="vulnerabilities"),
 ]
