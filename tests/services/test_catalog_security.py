@@ -60,7 +60,7 @@ def signal(service: Service, severity: str, status: str = "open", **values: Any)
     )
 
 
-def rows(client: Client, query: str = "") -> list[tuple[Service, Any]]:
+def rows(client: Client, query: str = "") -> list[tuple[Any, Any]]:  # annotated services
     response = client.get(f"/services/?{query}")
     assert response.status_code == 200
     return list(response.context["rows"])
