@@ -1,7 +1,6 @@
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -13,6 +12,7 @@ from asm_console.health import healthz
 from services import api as services_api
 from signals import api as signals_api
 from traces import api as traces_api
+from traces import views as traces_views
 
 
 class SchemaApi(ApiView, SpectacularAPIView):
@@ -56,7 +56,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", role_required(Role.VIEWER)(RedirectView.as_view(pattern_name="services:catalog"))),
+    path("", traces_views.attack_summary, name="summary"),
     path("healthz", healthz, name="healthz"),
     path("", include("traces.urls_agent")),
     path(

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Max, Q, QuerySet
-from django.db.models.functions import Substr
+from django.db.models import Count, Max, Q, QuerySet
+from django.db.models.functions import Substr, TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
 from services.models import Service
@@ -32,6 +32,7 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class RequestFilters:
+    # The service's id: links carry ids, never a name that came from a trace.
     service: str = ""
     env: str = ""
     rule_type: str = ""
@@ -57,7 +58,9 @@ class RequestFilters:
             raise FilterError(f"window: one of {', '.join(WINDOWS)}")
         events = SecurityEvent.objects.filter(detected_at__gte=now - WINDOWS[self.window])
         if self.service:
-            events = events.filter(service__name=self.service)
+            if not self.service.isdigit():
+                raise FilterError("service: not a service id")
+            events = events.filter(service_id=int(self.service))
         if self.env:
             events = events.filter(env=self.env)
         if self.rule_type:
@@ -246,12 +249,10 @@ def _requests(keys: list[tuple[str, str]]) -> Iterator[SuspiciousRequest]:
             yield by_key[key]
 
 
-def filter_choices() -> dict[str, list[str]]:
+def filter_choices() -> dict[str, list[Any]]:
     """The values the explorer's selects offer: what the stored events hold."""
     return {
-        "services": list(
-            Service.objects.order_by("name").values_list("name", flat=True).distinct()
-        ),
+        "services": list(Service.objects.order_by("name", "env").values_list("pk", "name", "env")),
         "envs": list(
             Service.objects.exclude(env="").order_by("env").values_list("env", flat=True).distinct()
         ),
@@ -536,3 +537,133 @@ def highlighted(value: object, parameter: dict[str, Any]) -> Highlighted:
     if cursor < len(text):
         pieces.append((text[cursor:], False))
     return Highlighted(pieces=pieces, truncated=truncated)
+
+
+# --- Attack summary (home) -------------------------------------------------------------------
+
+_SUMMARY_BUCKETS = {
+    "1h": (TruncMinute, timedelta(minutes=5)),
+    "24h": (TruncHour, timedelta(hours=1)),
+    "7d": (TruncHour, timedelta(hours=12)),
+    "30d": (TruncDay, timedelta(days=1)),
+}
+TOP = 10
+
+
+@dataclass
+class TrafficBar:
+    start: datetime
+    requests: int
+    blocked: int
+    # Position and heights in a 1000 x 100 chart.
+    x: int = 0
+    width: int = 0
+    height: int = 0
+    blocked_height: int = 0
+
+    @property
+    def y(self) -> int:
+        return 100 - self.height
+
+    @property
+    def blocked_y(self) -> int:
+        return 100 - self.blocked_height
+
+
+@dataclass
+class AttackSummary:
+    window: str
+    requests: int
+    attackers: int
+    blocked: int
+    bars: list[TrafficBar]
+    # Rows of aggregates: {"service__name", "env", "requests"}, {"service__name", "route",
+    # "requests"}, {"client_ip", "requests", "services", "last"}.
+    services: list[Any]
+    routes: list[Any]
+    top_attackers: list[Any]
+    signals: list[tuple[str, int]]
+
+
+def attack_summary(*, window: str = DEFAULT_WINDOW, now: datetime | None = None) -> AttackSummary:
+    """What the home page shows for the window: attack traffic over time, the most attacked
+    services and routes, the top attackers, and open signals by severity. A fixed number of
+    queries, each an aggregate."""
+    from signals.models import Severity, Signal
+
+    if window not in WINDOWS:
+        raise FilterError(f"window: one of {', '.join(WINDOWS)}")
+    now = now or timezone.now()
+    since = now - WINDOWS[window]
+    events = SecurityEvent.objects.filter(detected_at__gte=since)
+    totals = events.aggregate(
+        requests=Count("span_id", distinct=True),
+        attackers=Count("client_ip", distinct=True),
+        blocked=Count("span_id", filter=Q(blocked=True), distinct=True),
+    )
+
+    trunc, step = _SUMMARY_BUCKETS[window]
+    count = int(WINDOWS[window] / step)
+    bars = [TrafficBar(start=since + step * i, requests=0, blocked=0) for i in range(count)]
+    for row in (
+        events.annotate(at=trunc("detected_at"))
+        .values("at")
+        .annotate(
+            n=Count("span_id", distinct=True),
+            b=Count("span_id", filter=Q(blocked=True), distinct=True),
+        )
+        .order_by()
+    ):
+        index = min(max(int((row["at"] - since) / step), 0), count - 1)
+        bars[index].requests += row["n"]
+        bars[index].blocked += row["b"]
+    top = max((bar.requests for bar in bars), default=0) or 1
+    for index, bar in enumerate(bars):
+        bar.width = 1000 // count
+        bar.x = index * bar.width
+        bar.height = bar.requests * 100 // top
+        bar.blocked_height = bar.blocked * 100 // top
+
+    services = list(
+        events.values("service_id", "service__name", "env")
+        .annotate(requests=Count("span_id", distinct=True))
+        .order_by("-requests", "service__name")[:TOP]
+    )
+    routes = list(
+        events.exclude(route="")
+        .values("service__name", "route")
+        .annotate(requests=Count("span_id", distinct=True))
+        .order_by("-requests", "route")[:TOP]
+    )
+    top_attackers = list(
+        events.exclude(client_ip=None)
+        .values("client_ip")
+        .annotate(
+            requests=Count("span_id", distinct=True),
+            services=Count("service_id", distinct=True),
+            last=Max("detected_at"),
+        )
+        .order_by("-requests", "client_ip")[:TOP]
+    )
+    ranks = {value: Severity.rank(value) for value in Severity.values}
+    signals = sorted(
+        (
+            (row["severity"], row["n"])
+            for row in Signal.objects.exclude(status=Signal.Status.ARCHIVED)
+            .values("severity")
+            .annotate(n=Count("id"))
+            .order_by()
+        ),
+        key=lambda pair: -ranks.get(pair[0], 0),
+    )
+    return AttackSummary(
+        window=window,
+        requests=totals["requests"],
+        attackers=totals["attackers"],
+        blocked=totals["blocked"],
+        bars=bars,
+        services=services,
+        routes=routes,
+        top_attackers=top_attackers,
+        signals=signals,
+    )

@@ -125,3 +125,17 @@ def trace_detail(request: HtmxHttpRequest, trace_id: str) -> HttpResponse:
     if view is None:
         raise Http404("No such trace.")
     return render(request, "traces/trace_detail.html", {"trace": view})
+
+
+@role_required(Role.VIEWER)
+def attack_summary(request: HtmxHttpRequest) -> HttpResponse:
+    window = request.GET.get("window") or selectors.DEFAULT_WINDOW
+    if window not in selectors.WINDOWS:
+        window = selectors.DEFAULT_WINDOW
+    context = {
+        "summary": selectors.attack_summary(window=window),
+        "windows": list(selectors.WINDOWS),
+        "window": window,
+    }
+    template = "traces/summary.html#summary" if request.htmx else "traces/summary.html"
+    return render(request, template, context)
