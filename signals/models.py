@@ -321,9 +321,12 @@ class PassFilter(models.Model):
             or fnmatchcase(urlsplit(event.url).path if event.url else "", self.route)
         ):
             return False
+        # `q` matches the key path `q.0` (a query parameter's first value) and `user` matches
+        # `user.name`: a scope names a parameter and everything under it.
         return not self.parameter or any(
-            fnmatchcase(key_path_text(parameter.get("key_path")), self.parameter)
+            fnmatchcase(prefix, self.parameter)
             for parameter in event.parameters
+            for prefix in _key_path_prefixes(parameter.get("key_path"))
         )
 
 
@@ -332,6 +335,13 @@ def key_path_text(key_path: object) -> str:
     if not isinstance(key_path, list):
         return ""
     return ".".join(str(key) for key in key_path)
+
+
+def _key_path_prefixes(key_path: object) -> list[str]:
+    if not isinstance(key_path, list):
+        return []
+    keys = [str(key) for key in key_path]
+    return [".".join(keys[: i + 1]) for i in range(len(keys))]
 
 
 def _ip_in(address: str | None, network: str) -> bool:

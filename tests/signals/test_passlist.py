@@ -198,6 +198,13 @@ def events(checkout: Service) -> dict[str, object]:
         ({"route": "/health/*"}, {"no_route"}),
         ({"parameter": "comment.body"}, {"xss"}),
         ({"parameter": "comment.*", "rule_type": "xss"}, {"xss"}),
+        # A parameter's name covers what is under it: `comment` is `comment.body`'s parent,
+        # `q` the first value of the query parameter `q` (`q.0`).
+        ({"parameter": "comment"}, {"xss"}),
+        (
+            {"parameter": "q", "env": "prod", "service": "checkout"},
+            {"sqli", "other_ip", "no_route"},
+        ),
         (
             {"parameter": "q.*", "env": "prod", "service": "checkout"},
             {"sqli", "other_ip", "no_route"},
