@@ -35,6 +35,7 @@ from typing import Any
 
 from django.db.models import Max, Q, QuerySet
 
+from signals.denylist import denylist_entries
 from signals.models import DenylistEntry
 
 logger = logging.getLogger(__name__)
@@ -156,8 +157,7 @@ def config_request_parse(document: Any) -> ConfigRequest:
 
 def denylist_served(*, now: datetime) -> QuerySet[DenylistEntry]:
     """The entries tracers block now: those not expired."""
-    # signals/denylist.py (denylist_active) is to own this query; kept here until it is committed.
-    return DenylistEntry.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    return denylist_entries(now=now)
 
 
 def _expiration(entry: DenylistEntry) -> int:
