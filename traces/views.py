@@ -139,3 +139,40 @@ def attack_summary(request: HtmxHttpRequest) -> HttpResponse:
     }
     template = "traces/summary.html#summary" if request.htmx else "traces/summary.html"
     return render(request, template, context)
+
+
+@role_required(Role.VIEWER)
+def attackers(request: HtmxHttpRequest) -> HttpResponse:
+    return _attacker_list(request, by="client_ip", title="Attackers", noun="IP address")
+
+
+@role_required(Role.VIEWER)
+def users(request: HtmxHttpRequest) -> HttpResponse:
+    return _attacker_list(request, by="user", title="Users", noun="user")
+
+
+def _attacker_list(request: HtmxHttpRequest, *, by: str, title: str, noun: str) -> HttpResponse:
+    window = request.GET.get("window") or selectors.DEFAULT_WINDOW
+    if window not in selectors.WINDOWS:
+        window = selectors.DEFAULT_WINDOW
+    try:
+        page_number = max(int(request.GET.get("page") or 1), 1)
+    except ValueError:
+        page_number = 1
+    per_page = 50
+    rows, total = selectors.attacker_page(by=by, window=window, page=page_number, per_page=per_page)
+    pages = max(1, -(-total // per_page))
+    context = {
+        "rows": rows,
+        "total": total,
+        "by": by,
+        "title": title,
+        "noun": noun,
+        "window": window,
+        "windows": list(selectors.WINDOWS),
+        "page_number": page_number,
+        "pages": pages,
+        "url_name": "traces:attackers" if by == "client_ip" else "traces:users",
+    }
+    template = "traces/attackers.html#attacker-table" if request.htmx else "traces/attackers.html"
+    return render(request, template, context)
