@@ -408,20 +408,28 @@ def trace_view(*, trace_id: str) -> TraceView | None:
         findings=[
             Finding(
                 event=event,
-                parameters=[
-                    {
-                        # RASP matches name the resource reached rather than an input.
-                        "input": str(parameter.get("address") or parameter.get("resource") or ""),
-                        "key_path": key_path_text(parameter.get("key_path")),
-                        "shown": highlighted(parameter.get("value"), parameter),
-                        "highlight": _texts(parameter.get("highlight")),
-                    }
-                    for parameter in event.parameters
-                ],
+                parameters=[_shown_parameter(parameter) for parameter in event.parameters],
             )
             for event in events
         ],
     )
+
+
+def _shown_parameter(parameter: dict[str, Any]) -> dict[str, Any]:
+    """A matched parameter as the trace page shows it. A RASP match holds the request input
+    (`params`) and the resource the application reached with it (`resource`: the shell command,
+    the SQL query, the file or the URL); a WAF match is the input itself."""
+    params, resource = parameter.get("params"), parameter.get("resource")
+    source = params if isinstance(params, dict) else parameter
+    reached = resource if isinstance(resource, dict) else {}
+    return {
+        "input": str(source.get("address") or ""),
+        "key_path": key_path_text(source.get("key_path")),
+        "shown": highlighted(source.get("value"), parameter),
+        "highlight": _texts(parameter.get("highlight")),
+        "reached": str(reached.get("address") or ""),
+        "reached_shown": highlighted(reached.get("value"), parameter) if reached else None,
+    }
 
 
 def _texts(value: object) -> list[str]:

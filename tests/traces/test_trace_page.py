@@ -162,3 +162,18 @@ def test_attacker_controlled_values_are_text(viewer: Client) -> None:
 def test_an_unknown_or_malformed_trace_id_is_a_404(viewer: Client) -> None:
     assert viewer.get(f"/suspicious-requests/traces/{'f' * 32}/").status_code == 404
     assert viewer.get("/suspicious-requests/traces/not-hex/").status_code == 404
+
+
+def test_a_rasp_finding_shows_the_input_and_what_it_reached(viewer: Client) -> None:
+    send(viewer, "v04_07_rasp_exploits_sqli_lfi_shell")
+    process_pending()
+    event = SecurityEvent.objects.filter(rule_id__startswith="rasp-932").first()
+    assert event is not None
+    view = trace_view(trace_id=event.trace_id)
+    assert view is not None
+    (finding,) = [f for f in view.findings if f.event.pk == event.pk]
+    (parameter,) = finding.parameters
+    assert (parameter["input"], parameter["key_path"]) == ("server.request.query", "host")
+    assert parameter["reached"] == "server.sys.shell.cmd"
+    assert ("127.0.0.1; id", True) in parameter["shown"].pieces
+    assert ("127.0.0.1; id", True) in parameter["reached_shown"].pieces
