@@ -304,6 +304,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
     },
     "sweep-intake": {"task": "traces.tasks.sweep_intake", "schedule": timedelta(seconds=15)},
+    # Each processed batch also asks for a run; this one catches what a lost message left.
+    "evaluate-signals": {
+        "task": "signals.tasks.evaluate_signals",
+        "schedule": timedelta(seconds=15),
+    },
     "purge-expired-traces": {
         "task": "traces.tasks.purge_expired",
         "schedule": timedelta(hours=1),

@@ -1,7 +1,9 @@
 from datetime import timedelta
 
 from celery import shared_task
+from django.db import transaction
 
+from signals.tasks import evaluate_signals_soon
 from traces import services
 from traces.dispatch import batch_enqueue
 
@@ -11,7 +13,10 @@ STALE_AFTER = timedelta(minutes=2)
 
 @shared_task
 def process_batch(batch_id: int) -> None:
-    services.batch_process(batch_id=batch_id)
+    if services.batch_process(batch_id=batch_id):
+        # The batch's events are committed (or will be, if a caller holds a transaction): the
+        # signal rules can see them.
+        transaction.on_commit(evaluate_signals_soon)
 
 
 @shared_task
