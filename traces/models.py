@@ -156,6 +156,10 @@ class SecurityEvent(models.Model):
             models.Index(fields=["service", "detected_at"], name="traces_event_service_idx"),
             models.Index(fields=["rule_type", "detected_at"], name="traces_event_type_idx"),
             models.Index(fields=["client_ip", "detected_at"], name="traces_event_ip_idx"),
+            # The signal rules' windows: most group by service and client IP.
+            models.Index(
+                fields=["service", "client_ip", "detected_at"], name="traces_event_svc_ip_idx"
+            ),
             models.Index(
                 fields=["id"],
                 condition=models.Q(evaluated_at__isnull=True),
