@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
 from tests.deploy.test_compose import service_command
@@ -116,7 +117,8 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
     migrate = run(resolve(service_command("migrate")), env)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     created = run(
-        [sys.executable, "manage.py", "create_api_key", "--name", "ci", "--scopes", "read"], env
+        [sys.executable, "manage.py", "create_api_key", "--name", "ci", "--scopes", "read,write"],
+        env,
     )
     assert created.returncode == 0, created.stdout + created.stderr
     api_key = created.stdout.strip().splitlines()[-1]
@@ -132,6 +134,20 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
         status, body = http_get(f"{console_url}{path}", {"Authorization": f"Bearer {api_key}"})
         assert status == 200, f"GET {path}: {status} {body[:1000]!r}"
         return json.loads(body)
+
+    def api_send(method: str, path: str, document: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{console_url}{path}",
+            data=None if document is None else json.dumps(document).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = response.read()
+                return response.status, json.loads(body) if body else None
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
 
     processes: list[Process] = []
     passed = False
@@ -172,13 +188,11 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
             every=POLL_INTERVAL,
         )
 
-        # As the console's denylist service stores it (the test owns this database).
-        with psycopg.connect(database_url, connect_timeout=5) as connection:
-            connection.execute(
-                "INSERT INTO signals_denylistentry (kind, value, reason, created_at, updated_at) "
-                "VALUES ('ip', %s, 'e2e', now(), now())",
-                (BLOCKED_IP,),
-            )
+        # Through the denylist API, as a security engineer's script would.
+        status, entry = api_send(
+            "POST", "/api/v1/denylist", {"kind": "ip", "value": BLOCKED_IP, "reason": "e2e"}
+        )
+        assert status == 201, (status, entry)
         reached("denylisted")
 
         def blocked() -> bool:
@@ -228,8 +242,8 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
 
         # Off the list, the IP gets through again: the console stops serving the file and the
         # tracer drops it from its WAF.
-        with psycopg.connect(database_url, connect_timeout=5) as connection:
-            connection.execute("DELETE FROM signals_denylistentry")
+        status, _ = api_send("DELETE", f"/api/v1/denylist/{entry['id']}")
+        assert status == 204, status
         poll(
             "the app unblocks the IP",
             lambda: get_from(app_url, "/", BLOCKED_IP)[0] == 200,
