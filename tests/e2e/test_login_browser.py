@@ -23,6 +23,7 @@ Screenshot = Callable[[Page, str], None]
 NewContext = Callable[..., BrowserContext]
 
 MAIN_NAVIGATION = [
+    "Summary",
     "Catalog",
     "Suspicious requests",
     "Signals",
@@ -55,6 +56,10 @@ def test_sign_in_see_empty_catalog_and_sign_out(
 
     fill_login_form(page, username=user.username, password=PASSWORD)
 
+    # Home is the attack summary; the catalog is one click away.
+    expect(page).to_have_url(f"{live_server.url}/")
+    expect(page.get_by_role("heading", name="Attack summary", level=1)).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Catalog").click()
     expect(page).to_have_url(f"{live_server.url}/services/")
     expect(page.get_by_role("heading", name="Service catalog", level=1)).to_be_visible()
     expect(page.get_by_role("heading", name="No services yet")).to_be_visible()
@@ -151,7 +156,8 @@ def test_environment_filter_narrows_the_table_without_reloading(
     expect(page.locator("#service-table tbody tr")).to_have_count(1)
     assert service_names(page) == ["ledger"]
     expect(page.get_by_role("row", name=re.compile("ledger"))).to_contain_text("staging")
-    expect(page).to_have_url(f"{live_server.url}/services/?env=staging")
+    # The form also carries the window and the sort; the address can be shared as it is.
+    expect(page).to_have_url(re.compile(re.escape(f"{live_server.url}/services/?env=staging&")))
     assert page.evaluate("window.e2eSamePage") is True
     # The swap replaced the table, not the page: the filter is still there, once.
     expect(page.get_by_label("Environment")).to_have_value("staging")
@@ -176,7 +182,8 @@ def test_environment_filter_works_without_javascript(
     # The <noscript> button submits the same form as a plain GET.
     page.get_by_label("Environment").select_option("prod")
     page.get_by_role("button", name="Filter").click()
-    expect(page).to_have_url(f"{live_server.url}/services/?env=prod")
+    # The form also carries the window and the sort; the address can be shared as it is.
+    expect(page).to_have_url(re.compile(re.escape(f"{live_server.url}/services/?env=prod&")))
     expect(page.locator("#service-table tbody tr")).to_have_count(1)
     assert service_names(page) == ["checkout"]
 
