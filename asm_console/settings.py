@@ -268,6 +268,17 @@ else:
 DEFAULT_FROM_EMAIL = env.email("DEFAULT_FROM_EMAIL", "ASM Console <asm-console@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# --- Notifications --------------------------------------------------------------------------
+
+# Slack and webhook requests refuse private, loopback, link-local, CGNAT, multicast and cloud
+# metadata addresses (notifications/outbound.py). True lets receivers on private networks
+# (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) through, for on-premises installs;
+# loopback, link-local and metadata addresses stay refused.
+ASM_OUTBOUND_ALLOW_PRIVATE = env.boolean("ASM_OUTBOUND_ALLOW_PRIVATE", False)
+# Exact (address, port) pairs allowed whatever the above: the tests' local receivers. Not
+# read from the environment.
+ASM_OUTBOUND_ALLOW_TARGETS: frozenset[tuple[str, int]] = frozenset()
+
 # --- Celery ---------------------------------------------------------------------------------
 
 if env.is_set("CELERY_BROKER_URL"):
@@ -309,11 +320,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "signals.tasks.evaluate_signals",
         "schedule": timedelta(seconds=15),
     },
+    # Each signal change also asks for a send; this one sends retries and what a lost
+    # message left.
+    "send-notifications": {
+        "task": "notifications.tasks.send_due_notifications",
+        "schedule": timedelta(seconds=15),
+    },
     "purge-expired-traces": {
         "task": "traces.tasks.purge_expired",
         "schedule": timedelta(hours=1),
     },
+    # Sends each subscriber's weekly digest once their day and hour have come; running it
+    # again that week sends nothing (notifications/digest.py claims the week first).
+    "send-weekly-digests": {
+        "task": "notifications.digest_tasks.send_due_digests",
+        "schedule": timedelta(minutes=15),
+    },
 }
+# Autodiscovery imports each app's tasks.py only.
+CELERY_IMPORTS = ["notifications.digest_tasks"]
 
 # --- REST API -------------------------------------------------------------------------------
 

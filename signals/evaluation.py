@@ -26,6 +26,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Concat, NullIf
 from django.utils import timezone
 
+from notifications.outbox import notifications_enqueue, notifications_enqueue_many
 from services.models import Service
 from signals.models import PassFilter, Severity, Signal, SignalActivity
 from signals.signal_rules import (
@@ -536,6 +537,7 @@ def _signal_upsert_once(group: _Group, severity: str | None, result: EvaluationR
         current.save()
         if escalated is not None:
             escalated.save()
+            notifications_enqueue(activity=escalated)
         return
     if severity is None:
         return
@@ -569,6 +571,7 @@ def _signal_upsert_once(group: _Group, severity: str | None, result: EvaluationR
         ).save()
         if escalated is not None:
             escalated.save()
+            notifications_enqueue(activity=escalated)
         result.signals_reopened += 1
         return
     window = _annotated(rule, group.source, _counted(group.source)).filter(group.window_filter())
@@ -592,12 +595,14 @@ def _signal_upsert_once(group: _Group, severity: str | None, result: EvaluationR
     )
     _apply_summary(signal, summary)
     signal.save()
-    _activity(
+    created = _activity(
         signal,
         SignalActivity.Kind.CREATED,
         to_value=severity,
         message=f"{rule.name}: {summary.count} events in {rule.window_seconds} s.",
-    ).save()
+    )
+    created.save()
+    notifications_enqueue(activity=created)
     result.signals_created += 1
 
 
@@ -726,7 +731,8 @@ def _round(rules: list[SignalRuleDef], now: datetime, size: int, result: Evaluat
             Signal.objects.filter(pk=signal.pk).update(
                 **{name: getattr(signal, name) for name in FOLLOWED_FIELDS}
             )
-        SignalActivity.objects.bulk_create(activity)
+        # Escalations of open signals notify, in this transaction (the outbox).
+        notifications_enqueue_many(activities=SignalActivity.objects.bulk_create(activity))
     return claimed
 
 
