@@ -53,6 +53,7 @@ api_v1 = [
     ),
     path("", include("signals.api_urls_rules")),
     path("", include("signals.api_urls_triage")),
+    path("", include("services.api_urls")),
 ]
 
 urlpatterns = [

@@ -3,11 +3,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
 from django.utils import timezone
 
-from services.models import Service
+from services.models import Service, ServiceDependency, Vulnerability, VulnerabilitySeverity
 from signals.models import Severity, Signal
 from traces.models import SecurityEvent
 
@@ -39,6 +50,9 @@ SORTS = {
     "last_seen": ("last_seen", "name"),
 }
 DEFAULT_SORT = "-suspicious"
+
+# Vulnerabilities that still need someone: what the catalog counts.
+UNRESOLVED = (Vulnerability.Status.OPEN, Vulnerability.Status.IN_PROGRESS)
 
 
 def service_list(*, env: str | None = None, window: str = DEFAULT_WINDOW) -> QuerySet[Service]:
@@ -103,6 +117,8 @@ class ServiceFigures:
     categories: list[tuple[str, int]] = field(default_factory=list)
     signals: list[tuple[str, int]] = field(default_factory=list)
     trend: list[int] = field(default_factory=list)
+    # Unresolved vulnerabilities (open or in progress) by adjusted severity, worst first.
+    vulnerabilities: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def sparkline(self) -> str:
@@ -119,8 +135,9 @@ class ServiceFigures:
 def service_figures(
     *, service_ids: list[int], window: str = DEFAULT_WINDOW, now: datetime | None = None
 ) -> dict[int, ServiceFigures]:
-    """Attack attempts by category, open signals by severity and the trend of suspicious
-    requests, for the given services: three queries whatever their number."""
+    """Attack attempts by category, open signals by severity, unresolved vulnerabilities by
+    severity and the trend of suspicious requests, for the given services: four queries
+    whatever their number."""
     now = now or timezone.now()
     since = now - WINDOWS[window]
     figures = {pk: ServiceFigures() for pk in service_ids}
@@ -144,6 +161,18 @@ def service_figures(
     for item in figures.values():
         item.signals.sort(key=lambda pair: -ranks.get(pair[0], 0))
 
+    for vulnerability_row in (
+        Vulnerability.objects.filter(service_id__in=service_ids, status__in=UNRESOLVED)
+        .values("service_id", "severity")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        figures[vulnerability_row["service_id"]].vulnerabilities.append(
+            (vulnerability_row["severity"], vulnerability_row["n"])
+        )
+    for item in figures.values():
+        item.vulnerabilities.sort(key=lambda pair: -VulnerabilitySeverity.rank(pair[0]))
+
     trunc, bucket = _BUCKETS[window]
     buckets = int(WINDOWS[window] / bucket)
     for item in figures.values():
@@ -163,3 +192,112 @@ def service_envs() -> list[str]:
     return list(
         Service.objects.exclude(env="").order_by("env").values_list("env", flat=True).distinct()
     )
+
+
+# --- Vulnerabilities ----------------------------------------------------------------------
+
+VULNERABILITY_SORTS = {
+    "severity": ("severity_rank", "-last_detected"),
+    "library": ("library", "version"),
+    "service": ("service__name", "service__env"),
+    "status": ("status", "-severity_rank"),
+    "first_detected": ("first_detected",),
+    "last_detected": ("last_detected",),
+}
+DEFAULT_VULNERABILITY_SORT = "-severity"
+
+
+@dataclass
+class VulnerabilityFilters:
+    severities: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    service: str = ""
+    env: str = ""
+    library: str = ""
+    advisory: str = ""
+    service_id: int | None = None
+
+
+def _severity_rank() -> Case:
+    return Case(
+        *[
+            When(severity=value, then=Value(VulnerabilitySeverity.rank(value)))
+            for value in VulnerabilitySeverity.values
+        ],
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def vulnerability_list(
+    *, filters: VulnerabilityFilters, sort: str = DEFAULT_VULNERABILITY_SORT
+) -> QuerySet[Vulnerability]:
+    """Vulnerabilities with their service and advisory, filtered and sorted."""
+    rows = Vulnerability.objects.select_related("service", "advisory").annotate(
+        severity_rank=_severity_rank()
+    )
+    if filters.severities:
+        rows = rows.filter(severity__in=filters.severities)
+    if filters.statuses:
+        rows = rows.filter(status__in=filters.statuses)
+    if filters.service:
+        rows = rows.filter(service__name=filters.service)
+    if filters.service_id is not None:
+        rows = rows.filter(service_id=filters.service_id)
+    if filters.env:
+        rows = rows.filter(env=filters.env)
+    if filters.library:
+        rows = rows.filter(library__icontains=filters.library.strip())
+    if filters.advisory:
+        rows = rows.filter(advisory__osv_id=filters.advisory.strip())
+    descending = sort.startswith("-")
+    fields = VULNERABILITY_SORTS.get(
+        sort.lstrip("-"), VULNERABILITY_SORTS[DEFAULT_VULNERABILITY_SORT.lstrip("-")]
+    )
+    ordering = [
+        (F(name).desc() if descending else F(name).asc())
+        if index == 0
+        else (F(name.lstrip("-")).desc() if name.startswith("-") else F(name).asc())
+        for index, name in enumerate(fields)
+    ]
+    return rows.order_by(*ordering, "-pk")
+
+
+def vulnerability_detail(*, pk: int) -> Vulnerability | None:
+    return (
+        Vulnerability.objects.select_related("service", "advisory")
+        .prefetch_related("activity")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def vulnerability_service_names() -> list[str]:
+    return list(
+        Service.objects.filter(vulnerabilities__isnull=False)
+        .order_by("name")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+
+
+def service_detail(*, pk: int) -> Service | None:
+    return Service.objects.filter(pk=pk).first()
+
+
+def service_dependency_list(*, service: Service) -> QuerySet[ServiceDependency]:
+    return service.dependencies.order_by("name", "-last_seen", "version")
+
+
+def safe_references(references: object) -> list[dict[str, str]]:
+    """An advisory's references fit to be links: http and https URLs only (a feed could carry
+    `javascript:` URLs, which a link would run)."""
+    if not isinstance(references, list):
+        return []
+    return [
+        {"type": str(ref.get("type") or "WEB"), "url": ref["url"]}
+        for ref in references
+        if isinstance(ref, dict)
+        and isinstance(ref.get("url"), str)
+        and ref["url"].lower().startswith(("https://", "http://"))
+    ]

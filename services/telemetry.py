@@ -20,6 +20,7 @@ from typing import Any
 from django.db import transaction
 
 from services.models import Service, ServiceDependency, ServiceEndpoint
+from services.tasks import match_vulnerabilities_on_commit
 
 # Tracers never nest batches; one level of nesting is tolerated, more is refused so that a
 # body cannot make validation or processing recurse without limit.
@@ -122,9 +123,17 @@ def telemetry_process(*, payload: dict[str, Any], received_at: datetime) -> Serv
             collected=collected,
             received_at=received_at,
         )
+        known = (
+            set(service.dependencies.values_list("name", "version"))
+            if collected.dependencies
+            else set()
+        )
         _dependencies_upsert(
             service=service, dependencies=collected.dependencies, received_at=received_at
         )
+        if set(collected.dependencies) - known:
+            # A library or version the service did not run before: match it.
+            match_vulnerabilities_on_commit([service.pk])
         _endpoints_upsert(service=service, endpoints=collected.endpoints, received_at=received_at)
     return service
 

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from accounts.models import Role
-from accounts.permissions import role_required
+from accounts.models import Role, User
+from accounts.permissions import role_required, user_has_role
 from asm_console.http import HtmxHttpRequest
 from services import instructions, selectors
-from services.models import Service
+from services import vulnerabilities as vulns
+from services.models import Advisory, Service, Vulnerability
+from services.models import VulnerabilitySeverity as Severity
 
 PER_PAGE = 100
 
@@ -63,6 +67,133 @@ def enable_asm(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+VULNERABILITIES_PER_PAGE = 50
+
+
+def _vulnerability_filters(request: HttpRequest) -> selectors.VulnerabilityFilters:
+    """The page's filters; values outside the choices are dropped rather than refused, as a
+    hand-edited URL of a page should still show something."""
+    return selectors.VulnerabilityFilters(
+        severities=[value for value in request.GET.getlist("severity") if value in Severity.values],
+        statuses=[
+            value for value in request.GET.getlist("status") if value in Vulnerability.Status.values
+        ],
+        service=request.GET.get("service", "")[:200],
+        library=request.GET.get("library", "")[:200],
+    )
+
+
 @role_required(Role.VIEWER)
-def vulnerabilities(request: HttpRequest) -> HttpResponse:
-    return render(request, "services/vulnerabilities.html")
+def vulnerabilities(request: HtmxHttpRequest) -> HttpResponse:
+    filters = _vulnerability_filters(request)
+    if "status" not in request.GET:
+        # By default, what still needs someone.
+        filters.statuses = [Vulnerability.Status.OPEN, Vulnerability.Status.IN_PROGRESS]
+    sort = request.GET.get("sort", selectors.DEFAULT_VULNERABILITY_SORT)
+    if sort.lstrip("-") not in selectors.VULNERABILITY_SORTS:
+        sort = selectors.DEFAULT_VULNERABILITY_SORT
+    page = Paginator(
+        selectors.vulnerability_list(filters=filters, sort=sort), VULNERABILITIES_PER_PAGE
+    ).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    for name in ("sort", "page"):
+        query.pop(name, None)
+    context = {
+        "page": page,
+        "filters": filters,
+        "severities": Severity.choices,
+        "statuses": Vulnerability.Status.choices,
+        "service_names": selectors.vulnerability_service_names(),
+        "sort": sort,
+        "sort_query": query.urlencode(),
+        "table_id": "vulnerability-table",
+        "has_advisories": Advisory.objects.exists(),
+    }
+    template = (
+        "services/vulnerabilities.html#vulnerability-table"
+        if request.htmx
+        else "services/vulnerabilities.html"
+    )
+    return render(request, template, context)
+
+
+class VulnerabilityStatusForm(forms.Form):
+    status = forms.ChoiceField(
+        choices=[(s, Vulnerability.Status(s).label) for s in vulns.TRIAGE_STATUSES]
+    )
+    reason = forms.ChoiceField(
+        choices=[("", "—"), *Vulnerability.MuteReason.choices], required=False
+    )
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        max_length=vulns.MAX_COMMENT_LENGTH,
+    )
+
+
+@role_required(Role.VIEWER)
+def vulnerability_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    vulnerability = selectors.vulnerability_detail(pk=pk)
+    if vulnerability is None:
+        raise Http404
+    form = VulnerabilityStatusForm(
+        initial={"status": vulnerability.status, "reason": vulnerability.mute_reason}
+    )
+    can_triage = user_has_role(request.user, Role.MEMBER)
+    if request.method == "POST":
+        if not can_triage:
+            raise PermissionDenied
+        form = VulnerabilityStatusForm(request.POST)
+        if form.is_valid():
+            try:
+                vulns.vulnerability_status_set(
+                    vulnerability=vulnerability,
+                    actor=request.user if isinstance(request.user, User) else None,
+                    **form.cleaned_data,
+                )
+            except ValidationError as exc:
+                for field_name, errors in exc.message_dict.items():
+                    for error in errors:
+                        form.add_error(field_name if field_name in form.fields else None, error)
+            else:
+                return redirect("services:vulnerability", pk=vulnerability.pk)
+    fixed = [
+        version
+        for package in vulnerability.advisory.packages.all()
+        if package.name == vulnerability.library
+        for version in package.fixed_versions
+    ]
+    return render(
+        request,
+        "services/vulnerability_detail.html",
+        {
+            "vulnerability": vulnerability,
+            "advisory": vulnerability.advisory,
+            "references": selectors.safe_references(vulnerability.advisory.references),
+            "fixed_versions": fixed,
+            "reasons": [vulns.REASON_TEXT.get(r, r) for r in vulnerability.severity_reasons],
+            "activity": vulnerability.activity.all(),
+            "form": form,
+            "can_triage": can_triage,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@role_required(Role.VIEWER)
+def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    service = selectors.service_detail(pk=pk)
+    if service is None:
+        raise Http404
+    rows = selectors.vulnerability_list(
+        filters=selectors.VulnerabilityFilters(service_id=service.pk)
+    )
+    return render(
+        request,
+        "services/service_detail.html",
+        {
+            "service": service,
+            "vulnerabilities": rows[:500],
+            "dependencies": selectors.service_dependency_list(service=service)[:2000],
+        },
+    )
