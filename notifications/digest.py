@@ -127,8 +127,7 @@ def _console_url(name: str, params: dict[str, Any] | None = None, **kwargs: Any)
 
 
 def _signal_url(signal_id: int) -> str:
-    # The signals page has no per-signal view yet; the id selects the signal there.
-    return _console_url("signals:list", {"signal": signal_id})
+    return _console_url("signals:detail", pk=signal_id)
 
 
 @dataclass(frozen=True)
@@ -443,13 +442,30 @@ def _signal_sections(start: datetime, end: datetime) -> tuple[list[SeverityRow],
 
 
 def digest_vulnerabilities(*, start: datetime, end: datetime) -> list[VulnerabilityRow]:
-    """Vulnerabilities first detected in the week, most severe first.
+    """Vulnerabilities first detected in the week and still open or in progress, most severe
+    first."""
+    from services.models import Vulnerability, VulnerabilitySeverity
 
-    There is no vulnerability model yet: the vulnerabilities issue replaces this body with a
-    query (its rows mapped to `VulnerabilityRow`), and the email shows its section as soon as
-    this returns rows. Nothing else in the digest needs to change.
-    """
-    return []
+    found = (
+        Vulnerability.objects.filter(first_detected__gte=start, first_detected__lt=end)
+        .filter(status__in=[Vulnerability.Status.OPEN, Vulnerability.Status.IN_PROGRESS])
+        .select_related("service", "advisory")
+    )
+    ranked = sorted(
+        found[:500],
+        key=lambda v: (-VulnerabilitySeverity.rank(v.severity), v.service.name, v.library),
+    )
+    return [
+        VulnerabilityRow(
+            title=_shown(v.advisory.summary or v.advisory.osv_id),
+            severity=v.severity,
+            service_name=_shown(v.service.name),
+            library=_shown(v.library),
+            version=_shown(v.version),
+            url=_console_url("services:vulnerability", pk=v.pk),
+        )
+        for v in ranked[:TOP]
+    ]
 
 
 def digest_build(*, user: User, week_start: datetime, week_end: datetime, now: datetime) -> Digest:

@@ -257,7 +257,7 @@ def test_signals_by_severity_and_what_happened_to_them() -> None:
         ("escalated", "escalated"),
         ("archived", "archived"),
     ]
-    assert digest.signals[0].url == f"{BASE}/signals/?signal={new_high.pk}"
+    assert digest.signals[0].url == f"{BASE}/signals/{new_high.pk}/"
     assert digest.severities[0].url == f"{BASE}/signals/?severity=critical"
 
 
@@ -265,7 +265,7 @@ def test_a_quiet_week_still_has_its_digest() -> None:
     user = UserFactory.create()
     digest = digest_build(user=user, week_start=WEEK_START, week_end=WEEK_END, now=NOW)
     assert (digest.requests, digest.services, digest.severities, digest.signals) == (0, [], [], [])
-    # No vulnerability model yet: the section stays out rather than saying "none".
+    # No new vulnerability: the section stays out rather than saying "none".
     assert digest.vulnerabilities == []
     subscribe(user, weekday=0, hour=9, timezone="UTC")
     assert digest_due_send(now=NOW) == 1
@@ -296,7 +296,7 @@ def test_the_email_has_every_section_in_html_and_text(week_of_attacks: dict[str,
     assert "- /login (web): 2" in text
     assert "- 203.0.113.7: 3 requests, 1 blocked, 2 services" in text
     assert "- High: 1 new, 0 escalated, 0 archived, 1 open now" in text
-    assert f"{BASE}/signals/?signal={signal.pk}" in text
+    assert f"{BASE}/signals/{signal.pk}/" in text
     assert "<" not in text.replace("<" + BASE, "")  # plain text, no markup
     for fragment in (
         "Suspicious requests",
@@ -314,24 +314,52 @@ def test_the_email_has_every_section_in_html_and_text(week_of_attacks: dict[str,
     assert "New vulnerabilities" not in html
 
 
-def test_the_vulnerability_section_shows_once_there_are_some(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    row = digest_module.VulnerabilityRow(
-        title="GHSA-xxxx: <b>RCE</b>",
-        severity="critical",
-        service_name="web",
-        library="jinja2",
-        version="2.10",
-        url=f"{BASE}/services/vulnerabilities/",
+def test_the_vulnerability_section_lists_the_weeks_new_vulnerabilities() -> None:
+    from services.models import Advisory, Vulnerability
+
+    web = ServiceFactory.create(name="web", env="prod")
+    advisory = Advisory.objects.create(
+        osv_id="GHSA-xxxx-yyyy-zzzz",
+        ecosystem="PyPI",
+        summary="<b>RCE</b> in templates",
+        modified=WEEK_START,
     )
-    monkeypatch.setattr(digest_module, "digest_vulnerabilities", lambda **_: [row])
+
+    def vulnerability(library: str, severity: str, detected: Any, **fields: Any) -> Vulnerability:
+        return Vulnerability.objects.create(
+            service=web,
+            env="prod",
+            ecosystem="PyPI",
+            library=library,
+            version="2.10",
+            advisory=advisory,
+            severity=severity,
+            first_detected=detected,
+            last_detected=detected,
+            **fields,
+        )
+
+    new = vulnerability("jinja2", "critical", WEEK_START + timedelta(days=2))
+    vulnerability("markupsafe", "low", WEEK_START + timedelta(days=3))
+    vulnerability("old-lib", "high", WEEK_START - timedelta(days=3))  # an earlier week
+    vulnerability(
+        "muted-lib",
+        "high",
+        WEEK_START + timedelta(days=1),
+        status="muted",
+        mute_reason="false_positive",
+    )
     digest = digest_build(
         user=UserFactory.create(), week_start=WEEK_START, week_end=WEEK_END, now=NOW
     )
+    assert [(v.library, v.severity) for v in digest.vulnerabilities] == [
+        ("jinja2", "critical"),
+        ("markupsafe", "low"),
+    ]
+    assert digest.vulnerabilities[0].url == f"{BASE}/services/vulnerabilities/{new.pk}/"
     rendered = digest_module.digest_render(digest=digest)
     assert "New vulnerabilities" in rendered.html
-    assert "GHSA-xxxx: &lt;b&gt;RCE&lt;/b&gt;</a> in jinja2 2.10" in rendered.html
+    assert "&lt;b&gt;RCE&lt;/b&gt; in templates</a> in jinja2 2.10" in rendered.html
     assert "NEW VULNERABILITIES" in rendered.text
 
 
