@@ -151,7 +151,13 @@ def test_the_attack_simulation_raises_one_scanner_signal_and_updates_it(
         app = Process(
             "app",
             [str(BIN_DIR / "ddtrace-run"), sys.executable, str(APP_SOURCE), str(app_port)],
-            app_environ(console_url),
+            {
+                **app_environ(console_url),
+                # The tracer drops a payload the agent does not answer within 2 s (the
+                # default); on a busy CI machine the console can take longer, and the test
+                # counts every request.
+                "DD_TRACE_AGENT_TIMEOUT_SECONDS": "30",
+            },
             tmp_path,
         )
         processes.append(app)
@@ -190,11 +196,16 @@ def test_the_attack_simulation_raises_one_scanner_signal_and_updates_it(
 
         # The second run updates the same signal.
         simulate_scan(app_url, 2)
-        poll(
-            "the second scan's traces",
-            lambda: scanner_requests() == 2 * SIMULATION_REQUESTS,
-            timeout=SIGNAL_TIMEOUT,
-        )
+        counts: list[int] = []
+
+        def second_scan_in() -> bool:
+            counts.append(scanner_requests())
+            return counts[-1] == 2 * SIMULATION_REQUESTS
+
+        try:
+            poll("the second scan's traces", second_scan_in, timeout=SIGNAL_TIMEOUT)
+        except AssertionError:
+            raise AssertionError(f"scanner requests seen: {counts[-5:]}") from None
         updated = poll(
             "the signal updated by the second scan",
             lambda: [s for s in scanner_signals() if s["event_count"] >= 2 * first_count],
