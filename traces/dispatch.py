@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ def _run() -> None:
         batch_id = _queue.get()
         try:
             batch_enqueue(batch_id)
+        except DatabaseError:
+            # The database refused the mark (locked, restarting): the batch is committed and
+            # pending, so the sweep enqueues it; this thread goes on with the next one.
+            logger.warning("could not mark batch %s; the sweep will", batch_id, exc_info=True)
+            connection.close()
         finally:
             if _queue.empty():
                 # Idle: give the database connection back rather than hold it open.
