@@ -127,3 +127,21 @@ def test_filter_the_explorer_and_open_a_trace(
     expect(security.locator("mark").first).to_be_visible()
     expect(page.locator("table.waterfall tbody tr").first).to_contain_text("web-store")
     assert console_log.errors == []
+
+
+def test_a_bad_filter_says_why_in_place(
+    traffic: dict[str, Service],
+    new_context: NewContext,
+    sign_in: SignIn,
+    console_log: ConsoleLog,
+    live_server: LiveServer,
+) -> None:
+    """The 400 a bad filter gets is shown where the table was (htmx swaps 4xx answers too)."""
+    page = signed_in_page(new_context, sign_in, console_log)
+    page.goto("/suspicious-requests/")
+    with page.expect_response(lambda response: response.status == 400):
+        page.get_by_label("Client IP").fill("not-an-ip")
+        page.get_by_label("Client IP").press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("client IP: not an IP address")
+    # The browser logs the 400 itself; nothing else went wrong.
+    assert [e for e in console_log.errors if "400" not in e] == []
