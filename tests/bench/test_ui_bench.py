@@ -81,7 +81,8 @@ def test_ui_bench_reports_each_page_as_json() -> None:
         assert page["requests"] == 3, page["name"]
         for key in ("median_ms", "p95_ms", "sql_ms"):
             assert isinstance(page[key], (int, float)), (page["name"], key)
-            assert page[key] > 0, (page["name"], key)
+            # The SQL time of one request, rounded to the millisecond, can be 0 on a tiny seed.
+            assert page[key] >= 0, (page["name"], key)
         assert page["p95_ms"] >= page["median_ms"] > 0, page["name"]
         assert page["queries"] >= page["queries_min"] > 0, page["name"]
         assert page["rows"] >= page["rows_min"] > 0, page["name"]
