@@ -1,8 +1,10 @@
 """What a notification says, whichever channel carries it: one plain structure built from the
-signal, which each transport renders (email templates, Slack blocks, webhook JSON).
+signal (`Message`) or the vulnerability (`VulnerabilityMessage`), which each transport
+renders (email templates, Slack blocks, webhook JSON).
 
 Everything here but the severity and the ids comes from attacked requests (routes, user
-names) or from rules people wrote: transports escape it for their format.
+names), from rules people wrote, from advisory feeds (summaries, aliases, references) or
+from tracer telemetry (library names and versions): transports escape it for their format.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from notifications.models import Notification
+from services.models import Vulnerability, VulnerabilityActivity
+from services.selectors import safe_references
+from services.vulnerabilities import REASON_TEXT
 from signals.models import Severity, Signal
 
 TOP_ATTACKERS = 5
 TOP_ROUTES = 5
+MAX_REFERENCES = 5
+MAX_SUMMARY = 500
 
 
 @dataclass(slots=True)
@@ -167,4 +174,135 @@ def _test_message(notification: Notification) -> Message:
         last_seen=now,
         event_count=0,
         ips=[Attacker("198.51.100.7", 0)],
+    )
+
+
+# --- vulnerabilities ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VulnerabilityMessage:
+    notification_id: int
+    event: str  # Notification.Event.VULNERABILITY
+    # The activity row notified about: `detected`, or `severity_changed` for a rise.
+    change: str
+    severity: str
+    previous_severity: str
+    base_severity: str
+    vulnerability_id: int
+    url: str
+    service: str
+    env: str
+    ecosystem: str
+    library: str
+    version: str
+    status: str
+    advisory_id: str
+    aliases: list[str]
+    summary: str
+    fixed_versions: list[str]
+    reachable: bool
+    reasons: list[str]
+    references: list[str]
+    first_detected: datetime | None
+
+    @property
+    def headline(self) -> str:
+        if self.previous_severity:
+            return f"Vulnerability raised to {self.severity.upper()}"
+        return f"New {self.severity.upper()} vulnerability"
+
+    @property
+    def title(self) -> str:
+        where = f"{self.service} ({self.env})" if self.env else self.service
+        return f"{self.library} {self.version} on {where}: {self.advisory_id}"
+
+    @property
+    def severity_label(self) -> str:
+        return self.severity.capitalize()
+
+    def as_json(self) -> dict[str, Any]:
+        """The webhook body: stable field names, documented in docs/notifications.md."""
+        return {
+            "id": self.notification_id,
+            "event": self.event,
+            "vulnerability": {
+                "id": self.vulnerability_id,
+                "url": self.url,
+                "change": self.change,
+                "severity": self.severity,
+                "previous_severity": self.previous_severity or None,
+                "base_severity": self.base_severity,
+                "severity_reasons": self.reasons,
+                "status": self.status,
+                "service": self.service,
+                "env": self.env,
+                "ecosystem": self.ecosystem,
+                "library": self.library,
+                "version": self.version,
+                "fixed_versions": self.fixed_versions,
+                "reachable": self.reachable,
+                "first_detected": self.first_detected.isoformat() if self.first_detected else None,
+                "advisory": {
+                    "id": self.advisory_id,
+                    "aliases": self.aliases,
+                    "summary": self.summary,
+                    "references": self.references,
+                },
+            },
+        }
+
+
+def vulnerability_url(vulnerability_id: int) -> str:
+    return f"{settings.ASM_BASE_URL}/services/vulnerabilities/{vulnerability_id}/"
+
+
+def _strings(values: Any) -> list[str]:
+    return [str(value) for value in values] if isinstance(values, list) else []
+
+
+def vulnerability_message_for(notification: Notification) -> VulnerabilityMessage:
+    vulnerability: Vulnerability | None = notification.vulnerability
+    if vulnerability is None:
+        raise ValueError(f"notification {notification.pk} is not about a vulnerability")
+    advisory = vulnerability.advisory
+    activity: VulnerabilityActivity | None = notification.vulnerability_activity
+    change = activity.kind if activity is not None else VulnerabilityActivity.Kind.DETECTED
+    severity = vulnerability.severity
+    previous = ""
+    if activity is not None and activity.to_value:
+        severity = activity.to_value
+        if change == VulnerabilityActivity.Kind.SEVERITY_CHANGED:
+            previous = activity.from_value
+    fixed: list[str] = []
+    for package in advisory.packages.filter(
+        ecosystem=vulnerability.ecosystem, name=vulnerability.library
+    ):
+        fixed += [v for v in _strings(package.fixed_versions) if v not in fixed]
+    summary = " ".join((advisory.summary or advisory.details).split())
+    if len(summary) > MAX_SUMMARY:
+        summary = summary[: MAX_SUMMARY - 1] + "…"
+    return VulnerabilityMessage(
+        notification_id=notification.pk,
+        event=notification.event,
+        change=change,
+        severity=severity,
+        previous_severity=previous,
+        base_severity=vulnerability.base_severity,
+        vulnerability_id=vulnerability.pk,
+        url=vulnerability_url(vulnerability.pk),
+        service=vulnerability.service.name,
+        env=vulnerability.env,
+        ecosystem=vulnerability.ecosystem,
+        library=vulnerability.library,
+        version=vulnerability.version,
+        status=vulnerability.status,
+        advisory_id=advisory.osv_id,
+        aliases=_strings(advisory.aliases),
+        summary=summary,
+        fixed_versions=fixed,
+        reachable=vulnerability.reachable,
+        reasons=[REASON_TEXT.get(r, str(r)) for r in _strings(vulnerability.severity_reasons)],
+        references=[ref["url"] for ref in safe_references(advisory.references)][:MAX_REFERENCES],
+        first_detected=vulnerability.first_detected,
     )

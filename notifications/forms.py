@@ -139,11 +139,18 @@ class NotificationRuleForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None selected: every environment.",
     )
+    vulnerabilities = forms.BooleanField(
+        label="Also notify new vulnerabilities",
+        required=False,
+        initial=False,
+        help_text="Vulnerabilities newly found (or newly risen) at these severities, in these "
+        "services and environments. Leave attack types and signal rules empty for this.",
+    )
     channels = forms.ModelMultipleChoiceField(
         queryset=Channel.objects.order_by("name", "pk"),
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Where matching signals are sent.",
+        help_text="Where matching signals (and vulnerabilities) are sent.",
     )
 
     def __init__(self, *args: Any, rule: NotificationRule | None = None, **kwargs: Any) -> None:
@@ -158,6 +165,7 @@ class NotificationRuleForm(forms.Form):
                     "rule_ids": rule.rule_ids,
                     "services": rule.services,
                     "envs": rule.envs,
+                    "vulnerabilities": rule.vulnerabilities,
                     "channels": list(rule.channels.all()),
                 },
             )

@@ -1,5 +1,5 @@
-"""Notification channels and rules, the outbox of notifications a signal change writes, each
-delivery attempt, and weekly digest subscriptions."""
+"""Notification channels and rules, the outbox of notifications a signal change or a new
+vulnerability writes, each delivery attempt, and weekly digest subscriptions."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def default_severities() -> list[str]:
 
 
 class NotificationRule(models.Model):
-    """Which signals notify which channels. An empty list matches everything of its kind."""
+    """Which signals (and, when `vulnerabilities` is set, which new vulnerabilities) notify
+    which channels. An empty list matches everything of its kind."""
 
     name = models.CharField(max_length=100)
     enabled = models.BooleanField(default=True)
@@ -62,6 +63,14 @@ class NotificationRule(models.Model):
     rule_ids = models.JSONField(default=list, blank=True)
     services = models.JSONField(default=list, blank=True)
     envs = models.JSONField(default=list, blank=True)
+    # Also new vulnerabilities at or above the rule's severities (and of its services and
+    # envs). Off by default so that the rules written before it keep meaning "signals".
+    vulnerabilities = models.BooleanField(
+        "Also notify new vulnerabilities",
+        default=False,
+        help_text="New vulnerabilities at these severities, of these services and "
+        "environments. A rule limited to attack types or signal rules matches none.",
+    )
     channels = models.ManyToManyField(Channel, related_name="rules")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -78,11 +87,13 @@ class NotificationRule(models.Model):
 
 class Notification(models.Model):
     """The outbox: one message for one channel about one signal change (its creation or an
-    escalation), written in the transaction of that change and sent by the workers."""
+    escalation) or one new vulnerability, written in the transaction of that change and sent
+    by the workers."""
 
     class Event(models.TextChoices):
         CREATED = "created", "Signal created"
         ESCALATED = "escalated", "Severity escalated"
+        VULNERABILITY = "vulnerability", "New vulnerability"
         TEST = "test", "Test message"
 
     class State(models.TextChoices):
@@ -113,7 +124,22 @@ class Notification(models.Model):
         on_delete=models.CASCADE,
         related_name="notifications",
     )
-    event = models.CharField(max_length=10, choices=Event.choices)
+    vulnerability = models.ForeignKey(
+        "services.Vulnerability",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+    )
+    # The vulnerability's `detected` row (or its rise in severity) notified about.
+    vulnerability_activity = models.ForeignKey(
+        "services.VulnerabilityActivity",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+    )
+    event = models.CharField(max_length=16, choices=Event.choices)
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField()
@@ -130,7 +156,22 @@ class Notification(models.Model):
             # that match it or workers that race.
             models.UniqueConstraint(
                 fields=["activity", "channel"], name="notifications_once_per_change_and_channel"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["vulnerability_activity", "channel"],
+                name="notifications_once_per_vulnerability_change_and_channel",
+            ),
+            # About a signal, about a vulnerability, or (a test message) about nothing.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(vulnerability__isnull=True, vulnerability_activity__isnull=True)
+                )
+                | (
+                    models.Q(signal__isnull=True, activity__isnull=True)
+                    & models.Q(vulnerability__isnull=False, vulnerability_activity__isnull=False)
+                ),
+                name="notifications_about_one_thing",
+            ),
         ]
         indexes = [
             models.Index(

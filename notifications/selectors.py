@@ -153,7 +153,9 @@ def delivery_log(
     *, channel_id: int | None = None, state: str | None = None, limit: int = 100
 ) -> list[Notification]:
     """The latest notifications with their attempts, newest first."""
-    notifications = Notification.objects.select_related("channel", "signal", "rule")
+    notifications = Notification.objects.select_related(
+        "channel", "signal", "rule", "vulnerability", "vulnerability__advisory"
+    )
     if channel_id is not None:
         notifications = notifications.filter(channel_id=channel_id)
     if state:

@@ -94,6 +94,7 @@ def notification_rule_save(
     envs: list[str],
     channels: Iterable[Channel],
     actor: User | None,
+    vulnerabilities: bool = False,
 ) -> NotificationRule:
     if rule is None:
         rule = NotificationRule(created_by=actor)
@@ -104,6 +105,7 @@ def notification_rule_save(
     rule.rule_ids = sorted(set(rule_ids))
     rule.services = sorted(set(services))
     rule.envs = sorted(set(envs))
+    rule.vulnerabilities = vulnerabilities
     rule.save()
     rule.channels.set(list(channels))
     return rule

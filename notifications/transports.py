@@ -24,7 +24,12 @@ from django.core.mail import BadHeaderError, EmailMultiAlternatives, get_connect
 from django.template.loader import render_to_string
 
 from notifications import outbound
-from notifications.content import Message, message_for
+from notifications.content import (
+    Message,
+    VulnerabilityMessage,
+    message_for,
+    vulnerability_message_for,
+)
 from notifications.models import Channel, Notification
 
 SIGNATURE_HEADER = "X-ASM-Signature"
@@ -77,25 +82,32 @@ def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
 
+def _email_parts(notification: Notification) -> tuple[str, str, dict[str, Any]]:
+    """The subject, the template name (without extension) and its context."""
+    if notification.vulnerability_id is not None:
+        about = vulnerability_message_for(notification)
+        subject = f"[ASM] [{about.severity.upper()}] {about.headline}: {about.title}"
+        return _one_line(subject), "notifications/email/vulnerability", {"message": about}
+    message = message_for(notification)
+    subject = f"[ASM] [{message.severity.upper()}] {message.title}"
+    return _one_line(subject), "notifications/email/notification", {"message": message}
+
+
 class EmailTransport(Transport):
     def recipients(self) -> list[str]:
         return [address.strip() for address in self.channel.email_to.split(",") if address.strip()]
 
     def notify(self, notification: Notification) -> Result:
-        message = message_for(notification)
-        context = {"message": message}
-        subject = _one_line(f"[ASM] [{message.severity.upper()}] {message.title}")
+        subject, template, context = _email_parts(notification)
         email = EmailMultiAlternatives(
             subject=subject,
-            body=render_to_string("notifications/email/notification.txt", context),
+            body=render_to_string(f"{template}.txt", context),
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=self.recipients(),
             headers={"X-ASM-Notification": str(notification.pk)},
             connection=get_connection(fail_silently=False),
         )
-        email.attach_alternative(
-            render_to_string("notifications/email/notification.html", context), "text/html"
-        )
+        email.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
         try:
             email.send()
         except smtplib.SMTPRecipientsRefused as exc:
@@ -208,9 +220,80 @@ def slack_payload(message: Message) -> dict[str, Any]:
     }
 
 
+def _slack_code(text: str) -> str:
+    # Inline code cannot hold a backtick; a library name or version from telemetry could.
+    inner = _slack_escape(text).replace("`", "'")
+    return f"`{inner}`"
+
+
+def slack_vulnerability_payload(message: VulnerabilityMessage) -> dict[str, Any]:
+    title = _slack_escape(message.title)
+    where = " / ".join(filter(None, [message.service, message.env])) or "unknown service"
+    severity = message.severity.upper()
+    if message.previous_severity:
+        severity = f"{message.previous_severity.upper()} → {severity}"
+    emoji = SEVERITY_EMOJI.get(message.severity, "")
+    advisory = _slack_code(message.advisory_id)
+    if message.aliases:
+        advisory += " (" + ", ".join(_slack_code(alias) for alias in message.aliases) + ")"
+    fixed = ", ".join(_slack_code(version) for version in message.fixed_versions)
+    fields = [
+        {"type": "mrkdwn", "text": f"*Severity*\n{emoji} {severity}"},
+        {"type": "mrkdwn", "text": f"*Service / env*\n{_slack_escape(where)}"},
+        {
+            "type": "mrkdwn",
+            "text": f"*Library*\n{_slack_code(message.library)} {_slack_code(message.version)}",
+        },
+        {"type": "mrkdwn", "text": f"*Fixed in*\n{fixed or 'no fixed version known'}"},
+        {"type": "mrkdwn", "text": f"*Advisory*\n{advisory}"},
+        {
+            "type": "mrkdwn",
+            "text": "*Reachable*\n"
+            + ("yes: a vulnerable function was called" if message.reachable else "not seen"),
+        },
+    ]
+    details = _slack_escape(message.summary) or "No summary in the advisory."
+    if message.reasons:
+        details += "\n*Severity adjusted:* " + _slack_escape("; ".join(message.reasons))
+    return {
+        "text": f"{message.headline}: {title}",
+        "blocks": [
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": message.headline[:150], "emoji": True},
+            },
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*<{message.url}|{title}>*"}},
+            {"type": "section", "fields": fields},
+            {"type": "section", "text": {"type": "mrkdwn", "text": details}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open in ASM Console"},
+                        "url": message.url,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _content(notification: Notification) -> Message | VulnerabilityMessage:
+    if notification.vulnerability_id is not None:
+        return vulnerability_message_for(notification)
+    return message_for(notification)
+
+
 class SlackTransport(Transport):
     def notify(self, notification: Notification) -> Result:
-        body = json.dumps(slack_payload(message_for(notification))).encode()
+        message = _content(notification)
+        payload = (
+            slack_vulnerability_payload(message)
+            if isinstance(message, VulnerabilityMessage)
+            else slack_payload(message)
+        )
+        body = json.dumps(payload).encode()
         return http_result(
             lambda: outbound.post(
                 self.channel.url,
@@ -229,7 +312,7 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 class WebhookTransport(Transport):
     def notify(self, notification: Notification) -> Result:
-        message = message_for(notification)
+        message = _content(notification)
         body = json.dumps(message.as_json(), separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {

@@ -80,6 +80,7 @@ def _rule_form_page(request: HtmxHttpRequest, rule: NotificationRule | None) -> 
                 rule_ids=data["rule_ids"],
                 services=data["services"],
                 envs=data["envs"],
+                vulnerabilities=data["vulnerabilities"],
                 channels=data["channels"],
                 actor=_actor(request),
             )

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from notifications.outbox import notifications_enqueue_vulnerabilities
 from services.models import (
     AdvisoryPackage,
     Service,
@@ -368,6 +369,7 @@ def _match_chunk(ids: list[int], now: datetime, result: MatchResult) -> None:
                 )
             )
         VulnerabilityActivity.objects.bulk_create(activities, batch_size=1000)
+        notifications_enqueue_vulnerabilities(activities=activities)
 
 
 def _activity(
