@@ -21,4 +21,6 @@ urlpatterns = [
     path("denylist/<int:pk>/remove/", views.denylist_remove, name="denylist_remove"),
     path("rules/", views.rule_list, name="rules"),
     path("rules/<str:rule_id>/toggle/", views.rule_toggle, name="rule_toggle"),
+    path("signal-rules/", views.signal_rules_page, name="signal_rules"),
+    path("signal-rules/<str:rule_id>/", views.signal_rule_edit, name="signal_rule"),
 ]

@@ -9,6 +9,7 @@ error, never a 500.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -26,7 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role, User
 from accounts.permissions import role_required, user_has_role
 from asm_console.http import HtmxHttpRequest
-from signals import denylist, passlist, selectors, services, triage
+from signals import denylist, passlist, selectors, services, signal_rule_services, triage
 from signals.forms import (
     ArchiveForm,
     AssignForm,
@@ -41,6 +42,8 @@ from signals.forms import (
     expiry_at,
 )
 from signals.models import DenylistEntry, DetectionRule, PassFilter, Signal, SignalActivity
+from signals.signal_rules import SignalRuleError
+from signals.signal_rules import signal_rule_list as signal_rule_rows
 
 DETAIL_TABS = ("overview", "traces", "activity")
 
@@ -564,3 +567,128 @@ def rule_toggle(request: HttpRequest, rule_id: str) -> HttpResponse:
         raise Http404 from None
     messages.success(request, f"{'Enabled' if enabled else 'Disabled'} {rule_id}.")
     return redirect("signals:rules")
+
+
+# --- Signal rules -------------------------------------------------------------------------------
+
+
+def _signal_rule_definition(text: str) -> Any:
+    """The JSON a user typed; a message naming the problem otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SignalRuleError(f"definition: not valid JSON ({exc})", field="definition") from None
+
+
+@role_required(Role.VIEWER)
+@require_http_methods(["GET", "POST"])
+def signal_rules_page(request: HttpRequest) -> HttpResponse:
+    """The signal rules: built-ins (switched, tuned) and custom ones; members add rules."""
+    status = 200
+    draft = ""
+    if request.method == "POST":
+        if not user_has_role(request.user, Role.MEMBER):
+            return HttpResponse("Your role does not allow this.", status=403)
+        draft = request.POST.get("definition", "")
+        try:
+            row = signal_rule_services.signal_rule_create(
+                definition=_signal_rule_definition(draft), actor=_actor(request)
+            )
+        except SignalRuleError as exc:
+            messages.error(request, str(exc))
+            status = 400
+        except signal_rule_services.SignalRuleConflict as exc:
+            messages.error(request, f"A signal rule with the id {exc} exists already.")
+            status = 400
+        else:
+            messages.success(request, f"Signal rule {row.rule_id} added.")
+            return redirect("signals:signal_rules")
+    return render(
+        request,
+        "signals/signal_rules.html",
+        {
+            "rules": signal_rule_rows(),
+            "draft": draft,
+            "example": _SIGNAL_RULE_EXAMPLE,
+            "can_edit": user_has_role(request.user, Role.MEMBER),
+        },
+        status=status,
+    )
+
+
+@role_required(Role.VIEWER)
+@require_http_methods(["GET", "POST"])
+def signal_rule_edit(request: HttpRequest, rule_id: str) -> HttpResponse:
+    """One rule's definition; members tune a built-in (or give it back the shipped one), edit
+    or delete a custom rule."""
+    row = next((rule for rule in signal_rule_rows() if rule.id == rule_id), None)
+    if row is None:
+        raise Http404("No such signal rule.")
+    draft = json.dumps(row.definition, indent=2, sort_keys=True)
+    status = 200
+    if request.method == "POST":
+        if not user_has_role(request.user, Role.MEMBER):
+            return HttpResponse("Your role does not allow this.", status=403)
+        action = request.POST.get("action", "save")
+        try:
+            if action == "delete":
+                signal_rule_services.signal_rule_delete(rule_id=rule_id)
+                messages.success(request, f"Signal rule {rule_id} deleted; its signals stay.")
+                return redirect("signals:signal_rules")
+            if action == "reset":
+                signal_rule_services.signal_rule_update(
+                    rule_id=rule_id, actor=_actor(request), definition=None
+                )
+                messages.success(request, f"Signal rule {rule_id} is back to its shipped version.")
+            elif action == "toggle":
+                enabled = request.POST.get("enabled") == "true"
+                signal_rule_services.signal_rule_update(
+                    rule_id=rule_id, actor=_actor(request), enabled=enabled
+                )
+                messages.success(
+                    request, f"Signal rule {rule_id} {'enabled' if enabled else 'disabled'}."
+                )
+                return redirect("signals:signal_rules")
+            else:
+                draft = request.POST.get("definition", "")
+                signal_rule_services.signal_rule_update(
+                    rule_id=rule_id,
+                    actor=_actor(request),
+                    definition=_signal_rule_definition(draft),
+                )
+                messages.success(request, f"Signal rule {rule_id} saved.")
+            return redirect("signals:signal_rule", rule_id=rule_id)
+        except SignalRuleError as exc:
+            messages.error(request, str(exc))
+            status = 400
+        except (
+            signal_rule_services.SignalRuleConflict,
+            signal_rule_services.SignalRuleNotFound,
+        ):
+            messages.error(request, "A built-in rule cannot be deleted; switch it off instead.")
+            status = 400
+    return render(request, "signals/signal_rule.html", {"rule": row, "draft": draft}, status=status)
+
+
+_SIGNAL_RULE_EXAMPLE = json.dumps(
+    {
+        "id": "admin-probing",
+        "name": "Admin route probing",
+        "title": "Admin route probing on {service} from {client_ip}",
+        "source": "security_event",
+        "queries": {"probes": {"rule_type": ["lfi", "security_scanner"]}},
+        "group_by": ["service", "env", "client_ip"],
+        "window_seconds": 600,
+        "cases": [
+            {
+                "severity": "medium",
+                "when": [{"query": "probes", "aggregate": "requests", "op": ">=", "value": 50}],
+            },
+            {
+                "severity": "low",
+                "when": [{"query": "probes", "aggregate": "requests", "op": ">=", "value": 5}],
+            },
+        ],
+    },
+    indent=2,
+)

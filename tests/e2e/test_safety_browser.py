@@ -720,6 +720,9 @@ def pages(seeded: Seeded) -> dict[str, list[tuple[dict[str, Any], list[str]]]]:
         "signals:passlist": [({}, [SERVICE, USER, f"Our scanner {SCRIPT}"])],
         "signals:denylist": [({}, [ATTACKER_IP, f"Scanning {IMG}"])],
         "signals:rules": [({}, [])],  # the detection rules come from rule files, not traces
+        # Signal rules are written by people, not traces; their pages are opened all the same.
+        "signals:signal_rules": [({}, [])],
+        "signals:signal_rule": [({"rule_id": "security-scanner"}, [])],
         "notifications:rules": [({}, [SERVICE])],
         "notifications:rule_create": [({}, [SERVICE])],
         "notifications:rule_edit": [({"pk": seeded.notification_rule_pk}, [SERVICE])],
