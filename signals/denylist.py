@@ -152,8 +152,18 @@ def denylist_add(
 
 @transaction.atomic
 def denylist_remove(*, entry: DenylistEntry, actor: User | None) -> None:
-    """Unblock now. Tracers stop blocking at their next remote-configuration poll."""
-    DenylistEntry.objects.filter(pk=entry.pk).delete()
+    """Unblock now. Tracers stop blocking at their next remote-configuration poll. A signal
+    the entry was made from records who unblocked what."""
+    deleted, _ = DenylistEntry.objects.filter(pk=entry.pk).delete()
+    if deleted and entry.signal_id is not None:
+        signal = Signal.objects.filter(pk=entry.signal_id).first()
+        if signal is not None:
+            activity_record(
+                signal=signal,
+                kind=SignalActivity.Kind.UNBLOCKED,
+                actor=actor,
+                from_value=f"{entry.kind} {entry.value}",
+            )
 
 
 @transaction.atomic

@@ -220,7 +220,9 @@ class SignalActivity(models.Model):
         ASSIGNED = "assigned", "Assigned"
         COMMENTED = "commented", "Commented"
         PASSLISTED = "passlisted", "Added to the passlist"
+        UNPASSLISTED = "unpasslisted", "Passlist entry ended"
         BLOCKED = "blocked", "Attacker blocked"
+        UNBLOCKED = "unblocked", "Attacker unblocked"
 
     signal = models.ForeignKey(Signal, on_delete=models.CASCADE, related_name="activity")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -199,6 +199,14 @@ def passfilter_delete(*, pass_filter: PassFilter, actor: User | None) -> PassFil
     if locked.expires_at is None or locked.expires_at > now:
         locked.expires_at = now
         locked.save(update_fields=["expires_at"])
+        if locked.signal_id is not None:
+            # The signal it was made from keeps the record of who ended it, and when.
+            activity_record(
+                signal=Signal.objects.get(pk=locked.signal_id),
+                kind=SignalActivity.Kind.UNPASSLISTED,
+                actor=actor,
+                from_value=f"#{locked.pk} {PassScopes.of(locked).describe()}",
+            )
     pass_filter.expires_at = locked.expires_at
     return locked
 

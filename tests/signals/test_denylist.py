@@ -200,3 +200,20 @@ def test_block_a_signal_without_attackers_is_refused(member_user: User) -> None:
         denylist.signal_block(
             signal=make_signal(attackers={}), actor=member_user, reason="x", expires_at=None
         )
+
+
+def test_removing_an_entry_made_from_a_signal_records_it_there(member_user: User) -> None:
+    signal = make_signal()
+    entry, _ = add("ip", "203.0.113.7", signal=signal, actor=member_user)
+    denylist.denylist_remove(entry=entry, actor=member_user)
+    last = SignalActivity.objects.filter(signal=signal).order_by("-id").first()
+    assert last is not None
+    assert (last.kind, last.actor, last.from_value) == (
+        SignalActivity.Kind.UNBLOCKED,
+        member_user,
+        "ip 203.0.113.7",
+    )
+    # An entry made by hand has no signal to tell.
+    other, _ = add("user", "u-42")
+    denylist.denylist_remove(entry=other, actor=member_user)
+    assert SignalActivity.objects.filter(kind=SignalActivity.Kind.UNBLOCKED).count() == 1

@@ -111,6 +111,26 @@ def test_entry_from_a_signal_writes_a_passlisted_row(member_user: User, checkout
     assert SignalActivity.objects.count() == 1
 
 
+def test_ending_an_entry_made_from_a_signal_records_it_there(
+    member_user: User, checkout: Service
+) -> None:
+    signal = make_signal(checkout, events=[make_event(checkout)])
+    entry = passlist.passfilter_create(
+        actor=member_user,
+        reason="Our uptime checker.",
+        expires_at=None,
+        scopes=PassScopes(service="checkout", route="/health"),
+        signal=signal,
+    )
+    passlist.passfilter_delete(pass_filter=entry, actor=member_user)
+    passlist.passfilter_delete(pass_filter=entry, actor=member_user)  # ended already: nothing
+    kinds = list(SignalActivity.objects.filter(signal=signal).values_list("kind", "from_value"))
+    assert kinds == [
+        (SignalActivity.Kind.PASSLISTED, ""),
+        (SignalActivity.Kind.UNPASSLISTED, f"#{entry.pk} service=checkout route=/health"),
+    ]
+
+
 def test_entries_apply_from_now_on(checkout: Service) -> None:
     """A decision: events evaluated before the entry existed stay as they are (they already
     count in their signals); the evaluator excludes the new ones."""
