@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from signals.models import ActivityRecord
 
 
 class Service(models.Model):
@@ -224,7 +225,7 @@ class Vulnerability(models.Model):
         return self.status in (self.Status.REMEDIATED, self.Status.AUTO_CLOSED)
 
 
-class VulnerabilityActivity(models.Model):
+class VulnerabilityActivity(ActivityRecord):
     """One change to a vulnerability (who, when, from, to, why): the audit trail, the digest's
     source and the notification trigger. Append-only; the actor is null for the console."""
 
@@ -239,18 +240,8 @@ class VulnerabilityActivity(models.Model):
         Vulnerability, on_delete=models.CASCADE, related_name="activity"
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    # Kept as text so the record survives the deletion of the account.
-    actor_name = models.CharField(max_length=150, blank=True)
-    from_value = models.CharField(max_length=200, blank=True)
-    to_value = models.CharField(max_length=200, blank=True)
-    message = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["created_at", "id"]
+    class Meta(ActivityRecord.Meta):
         indexes = [models.Index(fields=["created_at"], name="services_vulnact_created")]
 
     def __str__(self) -> str:

@@ -384,7 +384,7 @@ def _activity(
         vulnerability=vulnerability,
         kind=kind,
         actor=actor,
-        actor_name=actor.get_username() if actor is not None else "",
+        actor_name=VulnerabilityActivity.name_of(actor),
         from_value=from_value[:200],
         to_value=to_value[:200],
         message=message,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import date, datetime
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -208,7 +208,32 @@ class Signal(models.Model):
         return f"[{self.severity}] {self.title}"
 
 
-class SignalActivity(models.Model):
+class ActivityRecord(models.Model):
+    """What every activity row holds: who (null for the console itself), when, from, to, why.
+    Signals and vulnerabilities each keep their own table of them."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as text so the record survives the deletion of the account.
+    actor_name = models.CharField(max_length=150, blank=True)
+    from_value = models.CharField(max_length=200, blank=True)
+    to_value = models.CharField(max_length=200, blank=True)
+    # The reason given, or the comment.
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["created_at", "id"]
+
+    @staticmethod
+    def name_of(actor: Any) -> str:
+        """The name a row keeps; empty for what the console did itself."""
+        return actor.get_username() if actor is not None else ""
+
+
+class SignalActivity(ActivityRecord):
     """One change to a signal: the audit trail, the digest's source and the notification
     trigger. Append-only; the actor is null for what the console did itself."""
 
@@ -226,19 +251,8 @@ class SignalActivity(models.Model):
 
     signal = models.ForeignKey(Signal, on_delete=models.CASCADE, related_name="activity")
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    # Kept as text so the record survives the deletion of the account.
-    actor_name = models.CharField(max_length=150, blank=True)
-    from_value = models.CharField(max_length=200, blank=True)
-    to_value = models.CharField(max_length=200, blank=True)
-    # The reason given, or the comment.
-    message = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["created_at", "id"]
+    class Meta(ActivityRecord.Meta):
         indexes = [models.Index(fields=["created_at"], name="signals_activity_created")]
 
     def __str__(self) -> str:

@@ -38,7 +38,7 @@ class TriageConflict(Exception):
 
 def actor_name(actor: User | None) -> str:
     """The name an activity row keeps; empty for what the console did itself."""
-    return actor.get_username() if actor is not None else ""
+    return SignalActivity.name_of(actor)
 
 
 def activity_record(
