@@ -15,6 +15,7 @@ import hmac
 import json
 import smtplib
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from email.message import Message as MailHeaders
 from typing import Any
@@ -66,12 +67,14 @@ class Result:
         return cls(False, False, status_code, error[:MAX_ERROR])
 
 
-class Transport:
+class Transport(ABC):
+    """Sends a notification to one channel: the one contract every kind of channel keeps."""
+
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
 
-    def notify(self, notification: Notification) -> Result:
-        raise NotImplementedError
+    @abstractmethod
+    def notify(self, notification: Notification) -> Result: ...
 
 
 # --- email -------------------------------------------------------------------------------------
@@ -176,36 +179,41 @@ SEVERITY_EMOJI = {
 }
 
 
-def slack_payload(message: Message) -> dict[str, Any]:
+def _slack_message(
+    message: Message | VulnerabilityMessage,
+    *,
+    fields: list[dict[str, str]],
+    details: str,
+    text: str,
+    link_label: str = "Open in ASM Console",
+) -> dict[str, Any]:
+    """A Slack message: headline, linked title, the severity and service fields first, then
+    `fields`, a `details` section, and a button back to the console. Every value in `fields`
+    and `details` is escaped by the caller."""
     title = _slack_escape(message.title)
-    where = " / ".join(filter(None, [message.service, message.env])) or "unknown service"
     severity = message.severity.upper()
     if message.previous_severity:
         severity = f"{message.previous_severity.upper()} → {severity}"
     emoji = SEVERITY_EMOJI.get(message.severity, "")
-    fields = [
-        {"type": "mrkdwn", "text": f"*Severity*\n{emoji} {severity}"},
-        {"type": "mrkdwn", "text": f"*Service / env*\n{_slack_escape(where)}"},
-        {"type": "mrkdwn", "text": f"*Rule*\n{_slack_escape(message.rule_name)}"},
-        {"type": "mrkdwn", "text": f"*Events*\n{message.event_count}"},
-    ]
-    attackers = f"*Attacker IPs:* {_people(message.ips)}"
-    if message.users:
-        attackers += f"\n*Users:* {_people(message.users)}"
-    if message.routes:
-        attackers += f"\n*Routes:* {_people(message.routes)}"
-    link_label = "Open in ASM Console" if message.signal_id else "Open ASM Console"
+    where = _slack_escape(_where(message))
     return {
         # The notification's text, where blocks are not shown (push notifications).
-        "text": f"{message.headline}: {title} ({where})",
+        "text": f"{message.headline}: {title}{text}",
         "blocks": [
             {
                 "type": "header",
                 "text": {"type": "plain_text", "text": message.headline[:150], "emoji": True},
             },
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*<{message.url}|{title}>*"}},
-            {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": attackers}},
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*Severity*\n{emoji} {severity}"},
+                    {"type": "mrkdwn", "text": f"*Service / env*\n{where}"},
+                    *fields,
+                ],
+            },
+            {"type": "section", "text": {"type": "mrkdwn", "text": details}},
             {
                 "type": "actions",
                 "elements": [
@@ -220,6 +228,29 @@ def slack_payload(message: Message) -> dict[str, Any]:
     }
 
 
+def _where(message: Message | VulnerabilityMessage) -> str:
+    return " / ".join(filter(None, [message.service, message.env])) or "unknown service"
+
+
+def slack_payload(message: Message) -> dict[str, Any]:
+    fields = [
+        {"type": "mrkdwn", "text": f"*Rule*\n{_slack_escape(message.rule_name)}"},
+        {"type": "mrkdwn", "text": f"*Events*\n{message.event_count}"},
+    ]
+    attackers = f"*Attacker IPs:* {_people(message.ips)}"
+    if message.users:
+        attackers += f"\n*Users:* {_people(message.users)}"
+    if message.routes:
+        attackers += f"\n*Routes:* {_people(message.routes)}"
+    return _slack_message(
+        message,
+        fields=fields,
+        details=attackers,
+        text=f" ({_slack_escape(_where(message))})",
+        link_label="Open in ASM Console" if message.signal_id else "Open ASM Console",
+    )
+
+
 def _slack_code(text: str) -> str:
     # Inline code cannot hold a backtick; a library name or version from telemetry could.
     inner = _slack_escape(text).replace("`", "'")
@@ -227,19 +258,11 @@ def _slack_code(text: str) -> str:
 
 
 def slack_vulnerability_payload(message: VulnerabilityMessage) -> dict[str, Any]:
-    title = _slack_escape(message.title)
-    where = " / ".join(filter(None, [message.service, message.env])) or "unknown service"
-    severity = message.severity.upper()
-    if message.previous_severity:
-        severity = f"{message.previous_severity.upper()} → {severity}"
-    emoji = SEVERITY_EMOJI.get(message.severity, "")
     advisory = _slack_code(message.advisory_id)
     if message.aliases:
         advisory += " (" + ", ".join(_slack_code(alias) for alias in message.aliases) + ")"
     fixed = ", ".join(_slack_code(version) for version in message.fixed_versions)
     fields = [
-        {"type": "mrkdwn", "text": f"*Severity*\n{emoji} {severity}"},
-        {"type": "mrkdwn", "text": f"*Service / env*\n{_slack_escape(where)}"},
         {
             "type": "mrkdwn",
             "text": f"*Library*\n{_slack_code(message.library)} {_slack_code(message.version)}",
@@ -255,28 +278,7 @@ def slack_vulnerability_payload(message: VulnerabilityMessage) -> dict[str, Any]
     details = _slack_escape(message.summary) or "No summary in the advisory."
     if message.reasons:
         details += "\n*Severity adjusted:* " + _slack_escape("; ".join(message.reasons))
-    return {
-        "text": f"{message.headline}: {title}",
-        "blocks": [
-            {
-                "type": "header",
-                "text": {"type": "plain_text", "text": message.headline[:150], "emoji": True},
-            },
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*<{message.url}|{title}>*"}},
-            {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": details}},
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": "Open in ASM Console"},
-                        "url": message.url,
-                    }
-                ],
-            },
-        ],
-    }
+    return _slack_message(message, fields=fields, details=details, text="")
 
 
 def _content(notification: Notification) -> Message | VulnerabilityMessage:

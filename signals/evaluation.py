@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -81,7 +82,7 @@ class EvaluationResult:
         return self.security_events + self.business_events
 
 
-class _Source:
+class _Source(ABC):
     """What a rule's `source` means in SQL: its model and how its fields are read."""
 
     model: Any  # SecurityEvent or BusinessLogicEvent
@@ -99,11 +100,11 @@ class _Source:
             return Q(client_ip__isnull=False)
         return ~Q(**{name: ""})
 
-    def filter(self, query: dict[str, Any]) -> Q:
-        raise NotImplementedError
+    @abstractmethod
+    def filter(self, query: dict[str, Any]) -> Q: ...
 
-    def user_of(self, event: Any) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def user_of(self, event: Any) -> str: ...
 
     def time_of(self, event: Any) -> datetime:
         value: datetime = getattr(event, self.time)
