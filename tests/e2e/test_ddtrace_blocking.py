@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.deploy.test_compose import service_command
+from tests.e2e.ddtrace_console import console_prepare, console_start, two_ports
 from tests.e2e.test_ddtrace_client import (
     APP_SOURCE,
     ENV,
@@ -38,15 +38,10 @@ from tests.processes import (
     POSTGRES_SERVER,
     Process,
     flushed_redis,
-    free_port,
     fresh_database,
     postgres_problem,
     production_environ,
     redis_problem,
-    resolve,
-    run,
-    wait_for_healthz,
-    with_option,
 )
 
 pytestmark = pytest.mark.integration
@@ -114,20 +109,10 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
         timings[phase] = round(time.monotonic() - started, 1)
 
     env = production_environ(database_url=database_url, broker_url=broker_url, tmp_path=tmp_path)
-    migrate = run(resolve(service_command("migrate")), env)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    created = run(
-        [sys.executable, "manage.py", "create_api_key", "--name", "ci", "--scopes", "read,write"],
-        env,
-    )
-    assert created.returncode == 0, created.stdout + created.stderr
-    api_key = created.stdout.strip().splitlines()[-1]
+    api_key = console_prepare(env, scopes="read,write")
     reached("migrated")
 
-    console_port = free_port()
-    app_port = free_port()
-    while app_port == console_port:
-        app_port = free_port()
+    console_port, app_port = two_ports()
     console_url, app_url = f"http://127.0.0.1:{console_port}", f"http://127.0.0.1:{app_port}"
 
     def api_get(path: str) -> Any:
@@ -152,17 +137,7 @@ def test_ddtrace_blocks_a_denylisted_ip_and_the_console_shows_it(
     processes: list[Process] = []
     passed = False
     try:
-        web = Process(
-            "web",
-            with_option(resolve(service_command("web")), "--bind", f"127.0.0.1:{console_port}"),
-            env,
-            tmp_path,
-        )
-        processes.append(web)
-        worker = Process("worker", resolve(service_command("worker")), env, tmp_path)
-        processes.append(worker)
-        status, health = wait_for_healthz(f"{console_url}/healthz", web)
-        assert (status, health["status"]) == (200, "ok"), health
+        web = console_start(port=console_port, env=env, tmp_path=tmp_path, processes=processes)
         reached("console up")
 
         app = Process(

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.deploy.test_compose import service_command
+from tests.e2e.ddtrace_console import console_prepare, console_start, two_ports
 from tests.e2e.test_ddtrace_client import (
     APP_SOURCE,
     NORMAL_USER_AGENT,
@@ -39,15 +39,11 @@ from tests.processes import (
     POSTGRES_SERVER,
     Process,
     flushed_redis,
-    free_port,
     fresh_database,
     postgres_problem,
     production_environ,
     redis_problem,
-    resolve,
     run,
-    wait_for_healthz,
-    with_option,
 )
 
 pytestmark = pytest.mark.integration
@@ -105,20 +101,12 @@ def test_ddtrace_dependencies_become_vulnerabilities(
     database_url: str, broker_url: str, app_site: Path, tmp_path: Path
 ) -> None:
     env = production_environ(database_url=database_url, broker_url=broker_url, tmp_path=tmp_path)
-    migrate = run(resolve(service_command("migrate")), env)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    api_key = console_prepare(env)
     imported = run([sys.executable, "manage.py", "import_advisories", str(ADVISORY)], env)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     assert "1 created" in imported.stdout, imported.stdout
-    created = run(
-        [sys.executable, "manage.py", "create_api_key", "--name", "ci", "--scopes", "read"], env
-    )
-    assert created.returncode == 0, created.stdout + created.stderr
-    api_key = created.stdout.strip().splitlines()[-1]
 
-    console_port, app_port = free_port(), free_port()
-    while app_port == console_port:
-        app_port = free_port()
+    console_port, app_port = two_ports()
     console_url, app_url = f"http://127.0.0.1:{console_port}", f"http://127.0.0.1:{app_port}"
     console = Console(console_url, api_key, database_url)
 
@@ -137,17 +125,8 @@ def test_ddtrace_dependencies_become_vulnerabilities(
     processes: list[Process] = []
     found: list[dict[str, Any]] = []
     try:
-        web = Process(
-            "web",
-            with_option(resolve(service_command("web")), "--bind", f"127.0.0.1:{console_port}"),
-            env,
-            tmp_path,
-        )
-        processes.append(web)
-        worker = Process("worker", resolve(service_command("worker")), env, tmp_path)
-        processes.append(worker)
-        status, health = wait_for_healthz(f"{console_url}/healthz", web)
-        assert (status, health["status"]) == (200, "ok"), health
+        # processes: the web server, then the worker.
+        console_start(port=console_port, env=env, tmp_path=tmp_path, processes=processes)
 
         app = Process(
             "app",
@@ -181,7 +160,7 @@ def test_ddtrace_dependencies_become_vulnerabilities(
         # The dependencies arrived through the tracer's telemetry, the vulnerable one included.
         assert dependencies.get("flask"), dependencies
         assert dependencies.get("requests") == VULNERABLE[1], dependencies
-        assert len(found) == 1, (found, dependencies, worker.describe())
+        assert len(found) == 1, (found, dependencies, processes[1].describe())
         vulnerability = found[0]
         assert (vulnerability["library"], vulnerability["version"]) == VULNERABLE, vulnerability
         assert vulnerability["env"] == ENV, vulnerability
